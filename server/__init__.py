@@ -1,0 +1,1 @@
+"""gRPC service: decoding, preprocessing, Triton calls, post-processing (source folder server/)."""

@@ -1,0 +1,1 @@
+"""Model catalog (model_repository/*/catalog.yaml + config.pbtxt) and the weight fetcher."""

@@ -1,0 +1,87 @@
+"""The one settings object. Every process reads it from the environment (prefix STASH_VISION_,
+nested fields with `__`), so the supervisor configures its children by environment alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "stash-vision"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STASH_VISION_", env_nested_delimiter="__", case_sensitive=False, extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Weights, runtime repository, indexes, jobs.")
+    model_mirror: str | None = Field(
+        default=None,
+        description="Folder or file:// / http(s):// base laid out like shared/models, tried before upstream URLs.",
+    )
+    models: list[str] = Field(
+        default_factory=list, description="Models to serve; empty serves every catalogued model."
+    )
+
+    host: str = Field(default="127.0.0.1", description="Address every process binds to.")
+    http_port: int = Field(default=8000, description="HTTP adapter (the AITagger plugin's URL).")
+    grpc_port: int = Field(default=50051, description="gRPC API of the server.")
+    server_metrics_port: int = Field(default=8003, description="Prometheus metrics of the gRPC server.")
+
+    triton_url: str | None = Field(
+        default=None, description="host:port of an external Triton gRPC endpoint; unset runs the embedded one."
+    )
+    triton_grpc_port: int = Field(default=8001, description="Embedded Triton's gRPC port.")
+    triton_metrics_port: int = Field(default=8002, description="Embedded Triton's metrics port.")
+    triton_startup_timeout_s: float = Field(default=300.0, description="How long to wait for every model.")
+    triton_client_timeout_s: float = Field(default=60.0, description="Deadline of one Triton call.")
+    ort_threads: int = Field(
+        default=0, description="ONNX Runtime intra-op threads per model instance (embedded); 0 = all cores."
+    )
+
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, description="gRPC message limit, both ways.")
+    max_image_pixels: int = Field(default=100_000_000, description="Images above this many pixels are refused.")
+    max_image_file_bytes: int = Field(default=256 * 1024 * 1024, description="Image files above this are refused.")
+    decode_threads: int = Field(default=0, description="Threads for decoding and preprocessing; 0 = cores + 2.")
+    max_concurrent_rpcs: int = Field(default=256, description="Beyond this, gRPC answers RESOURCE_EXHAUSTED.")
+
+    library_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server-side paths must lie under one of these; empty allows any absolute path.",
+    )
+    path_mappings: dict[str, str] = Field(
+        default_factory=dict, description="Prefix rewrites applied to incoming paths, e.g. {'/data': '/mnt/media'}."
+    )
+
+    api_key: str | None = Field(default=None, description="When set, HTTP and gRPC callers must present it.")
+    log_level: str = Field(default="INFO")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.data_dir / "runtime"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def triton_target(self) -> str:
+        return self.triton_url or f"{self.host}:{self.triton_grpc_port}"
+
+    @property
+    def effective_ort_threads(self) -> int:
+        return self.ort_threads or (os.cpu_count() or 1)
+
+    @property
+    def effective_decode_threads(self) -> int:
+        return self.decode_threads or (os.cpu_count() or 1) + 2

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the stash_vision.v1 API (scripts/gen-proto; do not edit)."""
