@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, description="gRPC API of the server.")
     server_metrics_port: int = Field(default=8003, description="Prometheus metrics of the gRPC server.")
 
+    server_url: str | None = Field(
+        default=None, description="host:port the adapter calls; unset means this machine's grpc_port."
+    )
     triton_url: str | None = Field(
         default=None, description="host:port of an external Triton gRPC endpoint; unset runs the embedded one."
     )
@@ -71,12 +74,17 @@ class Settings(BaseSettings):
         return self.data_dir / "runtime"
 
     @property
-    def grpc_target(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+    def _loopback_host(self) -> str:
+        # A wildcard bind address is not something to connect to.
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def server_target(self) -> str:
+        return self.server_url or f"{self._loopback_host}:{self.grpc_port}"
 
     @property
     def triton_target(self) -> str:
-        return self.triton_url or f"{self.host}:{self.triton_grpc_port}"
+        return self.triton_url or f"{self._loopback_host}:{self.triton_grpc_port}"
 
     @property
     def effective_ort_threads(self) -> int:

@@ -27,7 +27,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "task", "state", "labels", "batching", "inputs", "outputs", "input_contract", "licence")
+    __slots__ = ("name", "version", "task", "state", "labels", "batching", "inputs", "outputs", "input_contract", "licence", "device")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class Model(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_CONTRACT_FIELD_NUMBER: _ClassVar[int]
     LICENCE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     task: str
@@ -48,7 +49,8 @@ class Model(_message.Message):
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     input_contract: InputContract
     licence: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., labels: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., input_contract: _Optional[_Union[InputContract, _Mapping]] = ..., licence: _Optional[str] = ...) -> None: ...
+    device: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., labels: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., input_contract: _Optional[_Union[InputContract, _Mapping]] = ..., licence: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class Batching(_message.Message):
     __slots__ = ("max_batch_size", "dynamic_batching", "max_queue_delay_microseconds", "instance_count")

@@ -1,0 +1,3 @@
+from stash_vision.adapter.app import main
+
+raise SystemExit(main())

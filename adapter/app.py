@@ -1,0 +1,81 @@
+"""The FastAPI app: routes, the gRPC client to the server, request metrics, optional API key.
+No model code and no media decoding live here."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from stash_vision import __version__
+from stash_vision.adapter.metrics import IN_FLIGHT, LATENCY, REQUESTS
+from stash_vision.adapter.routes import health
+from stash_vision.adapter.server_client import ServerClient
+from stash_vision.settings import Settings
+
+log = logging.getLogger("stash_vision.adapter")
+
+_OPEN_PATHS = {"/ready", "/health", "/metrics"}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.server = ServerClient(settings)
+        app.state.outstanding = 0
+        try:
+            yield
+        finally:
+            await app.state.server.close()
+
+    app = FastAPI(title="stash-vision", version=__version__, lifespan=lifespan)
+    app.include_router(health.router)
+
+    @app.middleware("http")
+    async def track(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if settings.api_key and request.url.path not in _OPEN_PATHS:
+            presented = request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
+            if not hmac.compare_digest(presented, settings.api_key):
+                return JSONResponse({"detail": "missing or wrong API key (X-API-Key header)"}, status_code=401)
+        route = request.scope.get("route")
+        started = time.perf_counter()
+        app.state.outstanding += 1
+        IN_FLIGHT.inc()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Outstanding-Requests"] = str(app.state.outstanding - 1)
+            return response
+        finally:
+            app.state.outstanding -= 1
+            IN_FLIGHT.dec()
+            path = getattr(request.scope.get("route"), "path", None) or getattr(route, "path", "unmatched")
+            LATENCY.labels(path, request.method).observe(time.perf_counter() - started)
+            REQUESTS.labels(path, request.method, str(status)).inc()
+
+    return app
+
+
+def main() -> int:
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn returns normally when it could not bind; make that a failure for the supervisor.
+    return 0 if server.started else 1

@@ -1,0 +1,95 @@
+"""GET /ready and GET /health in the shapes the successor client ("Skier AI Tagging") reads
+(aitagger-contract.md §2), plus GET /metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stash_vision import __version__
+from stash_vision.adapter.server_client import ServerClient
+from stash_vision.v1 import models_pb2
+
+router = APIRouter()
+
+
+def _client(request: Request) -> ServerClient:
+    client: ServerClient = request.app.state.server
+    return client
+
+
+async def _ready_models(client: ServerClient) -> list[models_pb2.Model]:
+    return [m for m in await client.list_models() if m.state == models_pb2.MODEL_STATE_READY]
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    client = _client(request)
+    try:
+        if await client.serving():
+            models = await _ready_models(client)
+            return JSONResponse({"ready": True, "loaded_pipelines": [m.name for m in models]})
+        reason = "models are still loading or Triton is restarting"
+    except grpc.aio.AioRpcError as error:
+        reason = f"stash-vision server at {client.target} is unreachable ({error.code().name})"
+    return JSONResponse({"detail": f"No pipelines loaded: {reason}"}, status_code=503)
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    client = _client(request)
+    body: dict[str, Any] = {
+        "status": "ok",
+        "version": __version__,
+        "time": datetime.now(UTC).isoformat(),
+        "pipelines": {},
+        "total_ai_models": 0,
+        "outstanding_requests": request.app.state.outstanding - 1,  # not counting this request
+        "cuda_available": False,
+        "cuda_device_count": 0,
+        "current_device": "cpu",
+        "current_device_name": "cpu",
+        "cuda_memory_allocated_bytes": None,
+        "cuda_memory_reserved_bytes": None,
+    }
+    try:
+        serving = await client.serving()
+        models = await client.list_models()
+    except grpc.aio.AioRpcError as error:
+        body["status"] = "unavailable"
+        body["detail"] = f"stash-vision server at {client.target} is unreachable ({error.code().name})"
+        return JSONResponse(body)
+    ready = [m for m in models if m.state == models_pb2.MODEL_STATE_READY]
+    gpu = any(m.device == "gpu" for m in ready)
+    body.update(
+        status="ok" if serving else "degraded",
+        pipelines={
+            m.name: {
+                "version": m.version,
+                "short_name": m.name,
+                "task": m.task,
+                "ready": m.state == models_pb2.MODEL_STATE_READY,
+                "device": m.device,
+                "ai_models_count": 1,
+                "ai_models": [m.name],
+            }
+            for m in models
+        },
+        total_ai_models=len(ready),
+        cuda_available=gpu,
+        current_device="cuda" if gpu else "cpu",
+        current_device_name="Triton GPU instance" if gpu else "cpu",
+    )
+    # The GPU count is Triton's to know; on CPU it is 0 and on GPU at least 1.
+    body["cuda_device_count"] = 1 if gpu else 0
+    return JSONResponse(body)
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

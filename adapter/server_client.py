@@ -1,0 +1,50 @@
+"""The adapter's only way to the world: gRPC stubs of the stash-vision server."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stash_vision.settings import Settings
+from stash_vision.v1 import inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+# gRPC status -> HTTP status for errors the adapter passes on.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+class ServerClient:
+    def __init__(self, settings: Settings) -> None:
+        self.target = settings.server_target
+        self.channel = grpc.aio.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ],
+        )
+        self.metadata: tuple[tuple[str, str], ...] = (("x-api-key", settings.api_key),) if settings.api_key else ()
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.models = models_pb2_grpc.ModelServiceStub(self.channel)
+        self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
+
+    async def serving(self) -> bool:
+        try:
+            reply = await self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def list_models(self) -> list[models_pb2.Model]:
+        reply = await self.models.ListModels(models_pb2.ListModelsRequest(), timeout=5.0, metadata=self.metadata)
+        return list(reply.models)
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,3 @@
+from stash_vision.server.app import main
+
+raise SystemExit(main())

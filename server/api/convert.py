@@ -1,0 +1,84 @@
+"""protobuf <-> domain conversions shared by the servicers."""
+
+from __future__ import annotations
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import np_to_triton_dtype
+
+from stash_vision.server.errors import InvalidInput
+from stash_vision.server.image_source import ImageBytes, ImagePath, ImageRef
+from stash_vision.server.model_registry import ModelInfo
+from stash_vision.server.preprocessing import Geometry
+from stash_vision.v1 import inference_pb2, media_pb2, models_pb2
+
+
+def image_ref(source: media_pb2.ImageSource) -> ImageRef:
+    which = source.WhichOneof("source")
+    if which == "data":
+        if not source.data:
+            raise InvalidInput("image.data is empty")
+        return ImageBytes(source.data)
+    if which == "path":
+        return ImagePath(source.path)
+    raise InvalidInput("image is required: set image.data (encoded bytes) or image.path (a server-side path)")
+
+
+def tensor(name: str, array: np.ndarray) -> inference_pb2.Tensor:
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return inference_pb2.Tensor(
+        name=name, datatype=np_to_triton_dtype(array.dtype), shape=list(array.shape), data=array.tobytes()
+    )
+
+
+def geometry(g: Geometry) -> inference_pb2.Preprocessing:
+    return inference_pb2.Preprocessing(
+        source_width=g.source_width,
+        source_height=g.source_height,
+        scale_x=g.scale_x,
+        scale_y=g.scale_y,
+        offset_x=g.offset_x,
+        offset_y=g.offset_y,
+        input_width=g.input_width,
+        input_height=g.input_height,
+    )
+
+
+def _datatype(value: int) -> str:
+    return str(model_config_pb2.DataType.Name(value)).removeprefix("TYPE_").replace("STRING", "BYTES")
+
+
+def model(info: ModelInfo) -> models_pb2.Model:
+    entry, config = info.entry, info.entry.triton_config
+    contract = entry.input
+    return models_pb2.Model(
+        name=entry.name,
+        version=str(entry.version),
+        task=entry.task,
+        state=models_pb2.MODEL_STATE_READY if info.status.ready else models_pb2.MODEL_STATE_UNAVAILABLE,
+        labels=entry.labels,
+        batching=models_pb2.Batching(
+            max_batch_size=config.max_batch_size,
+            dynamic_batching=config.HasField("dynamic_batching"),
+            max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
+            instance_count=sum(group.count or 1 for group in config.instance_group) or 1,
+        ),
+        inputs=[models_pb2.TensorSpec(name=t.name, datatype=_datatype(t.data_type), dims=t.dims) for t in config.input],
+        outputs=[
+            models_pb2.TensorSpec(name=t.name, datatype=_datatype(t.data_type), dims=t.dims) for t in config.output
+        ],
+        input_contract=models_pb2.InputContract(
+            layout=contract.layout,
+            color_order=contract.color_order,
+            width=contract.width,
+            height=contract.height,
+            resize=contract.resize.value,
+            mean=contract.mean,
+            std=contract.std,
+            scale=contract.scale,
+        ),
+        licence=entry.licence,
+        device=info.status.device,
+    )

@@ -1,0 +1,45 @@
+"""gRPC servicers of stash_vision.v1: thin translation between protobuf and the domain services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from stash_vision.server.api import convert
+from stash_vision.server.api.status import mapped_errors
+from stash_vision.server.inference import ModelInference
+from stash_vision.server.model_registry import ModelRegistry
+from stash_vision.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+
+class ModelServicer(models_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    @mapped_errors
+    async def ListModels(
+        self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> models_pb2.ListModelsResponse:
+        return models_pb2.ListModelsResponse(models=[convert.model(info) for info in await self.registry.list()])
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, inference: ModelInference) -> None:
+        self.inference = inference
+
+    @mapped_errors
+    async def Infer(
+        self, request: inference_pb2.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> inference_pb2.InferResponse:
+        ref = convert.image_ref(request.image)
+        remaining = context.time_remaining()
+        result = await self.inference.infer(
+            request.model, ref, list(request.outputs), timeout_s=max(remaining - 0.05, 0.01) if remaining is not None else None
+        )
+        return inference_pb2.InferResponse(
+            model=result.model,
+            model_version=result.version,
+            outputs=[convert.tensor(name, array) for name, array in result.outputs.items()],
+            preprocessing=convert.geometry(result.geometry),
+        )

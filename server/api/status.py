@@ -1,0 +1,56 @@
+"""Domain error -> gRPC status code, and the decorator every servicer method wears so that no
+exception reaches a caller as a traceback or as UNKNOWN."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from stash_vision.server import errors
+
+log = logging.getLogger("stash_vision.server")
+
+CODES: dict[type[errors.StashVisionError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.MediaNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AccessDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.InferenceFailed: grpc.StatusCode.INTERNAL,
+}
+
+
+def code_for(error: errors.StashVisionError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+R = TypeVar("R")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
+
+
+def mapped_errors(method: Handler[R]) -> Handler[R]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+        try:
+            return await method(self, request, context)
+        except errors.StashVisionError as error:
+            await context.abort(code_for(error), str(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            incident = uuid.uuid4().hex[:8]
+            log.exception("internal error in %s (incident %s)", method.__name__, incident)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}; see the server log)")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper

@@ -1,0 +1,117 @@
+"""Builds and runs the grpc.aio server: servicers, health tied to Triton, reflection, metrics,
+explicit message limits, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from stash_vision.catalog.entries import Catalog
+from stash_vision.server.api.servicers import InferenceServicer, ModelServicer
+from stash_vision.server.auth import ApiKeyInterceptor
+from stash_vision.server.health import SERVICES, ReadinessWatcher
+from stash_vision.server.image_source import ImageLoader
+from stash_vision.server.inference import ModelInference
+from stash_vision.server.media.images import ImageLimits
+from stash_vision.server.media.paths import MediaPaths
+from stash_vision.server.metrics import MetricsInterceptor
+from stash_vision.server.model_registry import ModelRegistry
+from stash_vision.server.triton_session import InferenceSession, TritonSession
+from stash_vision.server.workers import CpuPool
+from stash_vision.settings import Settings
+from stash_vision.v1 import inference_pb2_grpc, models_pb2_grpc
+
+log = logging.getLogger("stash_vision.server")
+
+
+class BindError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    watcher_task: asyncio.Task[None]
+    session: InferenceSession
+    pool: CpuPool
+    port: int
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        # Flip health first, so load balancers stop sending work, then drain.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        self.watcher_task.cancel()
+        await self.session.close()
+        self.pool.shutdown()
+
+
+async def start(settings: Settings, session: InferenceSession | None = None) -> RunningServer:
+    entries = Catalog.load().select(settings.models)
+    session = session or TritonSession(settings.triton_target, settings.triton_client_timeout_s)
+    pool = CpuPool(settings.effective_decode_threads)
+    loader = ImageLoader(
+        MediaPaths(settings.library_roots, settings.path_mappings),
+        ImageLimits(settings.max_image_pixels, settings.max_image_file_bytes),
+    )
+    registry = ModelRegistry(entries, session)
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    if settings.api_key:
+        interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Without this, a second server could silently share the port with the first.
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(ModelInference(entries, session, loader, pool)), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise BindError(f"cannot listen on {address} (STASH_VISION_GRPC_PORT): {error}") from None
+    await server.start()
+    watcher = ReadinessWatcher(registry, health_servicer)
+    task = asyncio.create_task(watcher.run(), name="readiness-watcher")
+    log.info("gRPC server on %s (Triton at %s)", address, settings.triton_target)
+    return RunningServer(server, health_servicer, task, session, pool, port)
+
+
+async def serve(settings: Settings) -> None:
+    running = await start(settings)
+    start_http_server(settings.server_metrics_port, addr=settings.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("gRPC server stopping")
+    await running.stop()
+
+
+def main() -> int:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except (BindError, OSError) as error:
+        log.error("%s", error)
+        return 1
+    return 0

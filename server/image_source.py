@@ -1,0 +1,36 @@
+"""What callers send as an image, and turning it into pixels (blocking; run it on the CpuPool)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stash_vision.server.media.images import ImageLimits, decode_image, read_image_file
+from stash_vision.server.media.paths import MediaPaths
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ImagePath:
+    path: str
+
+
+ImageRef = ImageBytes | ImagePath
+
+
+class ImageLoader:
+    def __init__(self, paths: MediaPaths, limits: ImageLimits) -> None:
+        self.paths = paths
+        self.limits = limits
+
+    def load(self, ref: ImageRef) -> np.ndarray:
+        if isinstance(ref, ImagePath):
+            data = read_image_file(self.paths.resolve(ref.path), self.limits)
+        else:
+            data = ref.data
+        return decode_image(data, self.limits)

@@ -1,0 +1,1 @@
+"""Media access: server-side paths confined to library roots, image decoding with limits."""

@@ -1,0 +1,82 @@
+"""Decodes images into BGR uint8 arrays with explicit limits. The size is read from the header
+before any pixel is decoded, so a 30000x30000 image is refused without allocating 2.7 GB."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from stash_vision.server.errors import InvalidInput, TooLarge
+
+# Our own pixel limit replaces Pillow's decompression-bomb guard (which would raise mid-way).
+Image.MAX_IMAGE_PIXELS = None
+
+_JPEG_END = b"\xff\xd9"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_pixels: int
+    max_file_bytes: int
+
+
+def read_image_file(path: Path, limits: ImageLimits) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise TooLarge(
+                f"{path} is {size / 2**20:.0f} MiB, above the {limits.max_file_bytes / 2**20:.0f} MiB limit "
+                "(STASH_VISION_MAX_IMAGE_FILE_BYTES)"
+            )
+        return path.read_bytes()
+    except PermissionError:
+        raise InvalidInput(f"{path} is not readable by the server (permission denied)") from None
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Returns HxWx3 BGR uint8, EXIF orientation applied, alpha dropped, grey expanded to 3 channels."""
+    if not data:
+        raise InvalidInput("empty image (0 bytes)")
+    if len(data) > limits.max_file_bytes:
+        raise TooLarge(f"image is {len(data) / 2**20:.0f} MiB, above the limit (STASH_VISION_MAX_IMAGE_FILE_BYTES)")
+    try:
+        header = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidInput("not an image, or a format that cannot be read (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
+    except OSError as error:
+        raise InvalidInput(f"cannot read image header: {error}") from None
+    width, height = header.size
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise TooLarge(
+            f"image is {width}x{height} ({width * height / 1e6:.0f} MP), above the "
+            f"{limits.max_pixels / 1e6:.0f} MP limit (STASH_VISION_MAX_IMAGE_PIXELS)"
+        )
+    if header.format == "JPEG" and not data.rstrip(b"\x00").endswith(_JPEG_END):
+        raise InvalidInput("truncated JPEG (the file ends before the image does)")
+
+    image: np.ndarray | None = None
+    if header.format != "GIF":
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        image = _decode_with_pillow(header)
+    return image
+
+
+def _decode_with_pillow(image: Image.Image) -> np.ndarray:
+    try:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            image.seek(frames // 2)  # animated: the middle frame, as the original server does
+        rgb = image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise InvalidInput(f"corrupt or unsupported image data: {error}") from None
+    return cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)

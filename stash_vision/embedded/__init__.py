@@ -1,0 +1,1 @@
+"""The embedded default: tritonserver from the nvidia-pytriton wheel, run and supervised as a child."""

@@ -1,0 +1,87 @@
+"""Triton Python-backend model that runs one ONNX file with ONNX Runtime.
+
+The embedded launcher copies this file as <model>/1/model.py into the runtime repository it derives
+from model_repository/, so the ONNX models get Triton's dynamic batching, queueing and metrics on a
+Triton build that has only the Python backend. It stays importable without Triton for its tests.
+
+Requests that Triton's dynamic batcher groups into one execute() call are concatenated along the
+batch dimension and run as ONE ONNX Runtime call, then split back per request: that is what makes
+batching across requests pay off."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton (tests, tooling)
+    pb_utils = None
+
+
+class OnnxRuntimeRunner:
+    """Triton-independent core: one ORT session, batched execution of several requests' inputs."""
+
+    def __init__(self, onnx_path: str, input_names: list[str], output_names: list[str], threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        # One execute() runs at a time per instance; inter-op threads would only oversubscribe.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.input_names = input_names
+        self.output_names = output_names
+
+    def run_batched(self, per_request_inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        sizes = [int(inputs[self.input_names[0]].shape[0]) for inputs in per_request_inputs]
+        if len(per_request_inputs) == 1:
+            feeds = per_request_inputs[0]
+        else:
+            feeds = {name: np.concatenate([r[name] for r in per_request_inputs]) for name in self.input_names}
+        outputs = self.session.run(self.output_names, feeds)
+        results: list[dict[str, np.ndarray]] = []
+        offset = 0
+        for size in sizes:
+            results.append({n: o[offset : offset + size] for n, o in zip(self.output_names, outputs, strict=True)})
+            offset += size
+        return results
+
+
+class TritonPythonModel:
+    """Entry point Triton's Python backend looks for."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.batching = int(config.get("max_batch_size", 0)) > 0
+        self.runner = OnnxRuntimeRunner(
+            onnx_path=parameters["onnx_path"],
+            input_names=[t["name"] for t in config["input"]],
+            output_names=[t["name"] for t in config["output"]],
+            threads=int(parameters.get("intra_op_threads", "1")),
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        inputs = [
+            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.runner.input_names}
+            for request in requests
+        ]
+        try:
+            if self.batching:
+                results = self.runner.run_batched(inputs)
+            else:
+                results = [self.runner.run_batched([one])[0] for one in inputs]
+        except Exception as error:  # one bad batch must not kill the model instance
+            message = f"ONNX Runtime failed: {error}"
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(message)) for _ in requests]
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in r.items()])
+            for r in results
+        ]
+
+    def finalize(self) -> None:
+        self.runner = None  # type: ignore[assignment]

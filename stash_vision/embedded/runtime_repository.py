@@ -1,0 +1,97 @@
+"""Derives a runnable Triton model repository from model_repository/ (the one source of truth).
+
+- native (compose, official Triton image): configs as they are, weights placed at
+  <name>/<version>/model.onnx for the onnxruntime backend.
+- embedded (the nvidia-pytriton binary, Python backend only): the same config with the backend
+  swapped for the Python backend running stash_vision/embedded/ort_runner.py, instances on the CPU,
+  and the ONNX path passed as a parameter. Batching, queueing, I/O and warmup stay identical."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from stash_vision.catalog.entries import CatalogEntry
+
+RUNNER_SOURCE = Path(__file__).with_name("ort_runner.py")
+
+
+class RepositoryMode(StrEnum):
+    NATIVE = "native"
+    EMBEDDED = "embedded"
+
+
+class WeightsMissing(RuntimeError):
+    """A model's weights are not in the data directory."""
+
+
+def embedded_config(entry: CatalogEntry, weights: Path, ort_threads: int) -> model_config_pb2.ModelConfig:
+    config = model_config_pb2.ModelConfig()
+    config.CopyFrom(entry.triton_config)
+    config.name = entry.name
+    config.backend = "python"
+    config.ClearField("platform")
+    config.ClearField("optimization")  # ORT/TensorRT accelerator settings mean nothing to the Python backend
+    # The Python backend runs each instance as a process; one per model, on the CPU, with ORT's own
+    # threads doing the parallel work.
+    del config.instance_group[:]
+    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=1)
+    config.parameters["onnx_path"].string_value = str(weights)
+    config.parameters["intra_op_threads"].string_value = str(ort_threads)
+    return config
+
+
+def assemble(
+    entries: list[CatalogEntry], models_dir: Path, out: Path, mode: RepositoryMode, ort_threads: int = 1
+) -> Path:
+    """Writes the repository to `out`, replacing it whole (built beside it, then renamed)."""
+    missing = [e.name for e in entries if not e.weights_path(models_dir).is_file()]
+    if missing:
+        names = " ".join(missing)
+        raise WeightsMissing(
+            f"weights not fetched for: {names}. Run `stash-vision models fetch {names}` "
+            f"(data directory {models_dir.parent})"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for entry in entries:
+            _write_model(entry, models_dir, staging / entry.name, mode, ort_threads)
+        backup = out.with_name(f".{out.name}.old")
+        if out.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            out.rename(backup)
+        staging.rename(out)
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_model(entry: CatalogEntry, models_dir: Path, folder: Path, mode: RepositoryMode, threads: int) -> None:
+    weights = entry.weights_path(models_dir).resolve()
+    version_dir = folder / str(entry.version)
+    version_dir.mkdir(parents=True)
+    if mode is RepositoryMode.EMBEDDED:
+        config = embedded_config(entry, weights, threads)
+        shutil.copy2(RUNNER_SOURCE, version_dir / "model.py")
+    else:
+        config = entry.triton_config
+        _link_or_copy(weights, version_dir / entry.weights.file)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    if entry.labels_file:
+        shutil.copy2(entry.folder / entry.labels_file, folder / entry.labels_file)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(source, target)
