@@ -41,7 +41,9 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.api_key and request.url.path not in _OPEN_PATHS:
             presented = request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
             if not hmac.compare_digest(presented, settings.api_key):
-                return JSONResponse({"detail": "missing or wrong API key (X-API-Key header)"}, status_code=401)
+                return JSONResponse(
+                    {"detail": "missing or wrong API key (X-API-Key header)"}, status_code=401
+                )
         route = request.scope.get("route")
         started = time.perf_counter()
         app.state.outstanding += 1

@@ -30,7 +30,9 @@ class ServerClient:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
             ],
         )
-        self.metadata: tuple[tuple[str, str], ...] = (("x-api-key", settings.api_key),) if settings.api_key else ()
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("x-api-key", settings.api_key),) if settings.api_key else ()
+        )
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.models = models_pb2_grpc.ModelServiceStub(self.channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
@@ -43,7 +45,9 @@ class ServerClient:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def list_models(self) -> list[models_pb2.Model]:
-        reply = await self.models.ListModels(models_pb2.ListModelsRequest(), timeout=5.0, metadata=self.metadata)
+        reply = await self.models.ListModels(
+            models_pb2.ListModelsRequest(), timeout=5.0, metadata=self.metadata
+        )
         return list(reply.models)
 
     async def close(self) -> None:

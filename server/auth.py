@@ -38,7 +38,9 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return await continuation(details)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key (x-api-key metadata)")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key (x-api-key metadata)"
+            )
 
         handler = await continuation(details)
         if handler is not None and handler.unary_stream:

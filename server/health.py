@@ -22,7 +22,9 @@ class ReadinessWatcher:
         self.ready: bool | None = None
 
     async def publish(self, ready: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for service in (health.OVERALL_HEALTH, *SERVICES):
             await self.servicer.set(service, status)
         if ready != self.ready:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from stash_vision.server.arrays import BgrImage
 from stash_vision.server.media.images import ImageLimits, decode_image, read_image_file
 from stash_vision.server.media.paths import MediaPaths
 
@@ -28,7 +27,7 @@ class ImageLoader:
         self.paths = paths
         self.limits = limits
 
-    def load(self, ref: ImageRef) -> np.ndarray:
+    def load(self, ref: ImageRef) -> BgrImage:
         if isinstance(ref, ImagePath):
             data = read_image_file(self.paths.resolve(ref.path), self.limits)
         else:

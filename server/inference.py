@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stash_vision.catalog.entries import CatalogEntry
+from stash_vision.server.arrays import AnyArray, FloatTensor
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.metrics import IMAGES_DECODED, STAGE_SECONDS
@@ -22,12 +23,14 @@ from stash_vision.server.workers import CpuPool
 class InferResult:
     model: str
     version: str
-    outputs: dict[str, np.ndarray]
+    outputs: dict[str, AnyArray]
     geometry: Geometry
 
 
 class ModelInference:
-    def __init__(self, entries: list[CatalogEntry], session: InferenceSession, loader: ImageLoader, pool: CpuPool):
+    def __init__(
+        self, entries: list[CatalogEntry], session: InferenceSession, loader: ImageLoader, pool: CpuPool
+    ):
         self.entries = {entry.name: entry for entry in entries}
         self.session = session
         self.loader = loader
@@ -39,9 +42,11 @@ class ModelInference:
         try:
             return self.entries[model]
         except KeyError:
-            raise InvalidInput(f"unknown model {model!r}; served models: {', '.join(sorted(self.entries))}") from None
+            raise InvalidInput(
+                f"unknown model {model!r}; served models: {', '.join(sorted(self.entries))}"
+            ) from None
 
-    def _prepare(self, ref: ImageRef, entry: CatalogEntry) -> tuple[np.ndarray, Geometry]:
+    def _prepare(self, ref: ImageRef, entry: CatalogEntry) -> tuple[FloatTensor, Geometry]:
         started = time.perf_counter()
         image = self.loader.load(ref)
         decoded = time.perf_counter()
@@ -58,9 +63,13 @@ class ModelInference:
         known = [tensor.name for tensor in entry.triton_config.output]
         unknown = [name for name in outputs if name not in known]
         if unknown:
-            raise InvalidInput(f"model {model} has no output {', '.join(unknown)}; outputs: {', '.join(known)}")
+            raise InvalidInput(
+                f"model {model} has no output {', '.join(unknown)}; outputs: {', '.join(known)}"
+            )
         tensor, geometry = await self.pool.run(self._prepare, ref, entry)
         started = time.perf_counter()
-        result = await self.session.infer(model, {entry.input.tensor: tensor[np.newaxis]}, list(outputs) or known, timeout_s)
+        result = await self.session.infer(
+            model, {entry.input.tensor: tensor[np.newaxis]}, list(outputs) or known, timeout_s
+        )
         STAGE_SECONDS.labels("triton").observe(time.perf_counter() - started)
         return InferResult(model, str(entry.version), result, geometry)

@@ -11,7 +11,9 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 HANDLED = Counter(
-    "grpc_server_handled_total", "RPCs completed, by method and status code.", ["grpc_service", "grpc_method", "grpc_code"]
+    "grpc_server_handled_total",
+    "RPCs completed, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
 )
 HANDLING_SECONDS = Histogram(
     "grpc_server_handling_seconds",
@@ -37,12 +39,8 @@ def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str
     code = context.code()
     if code is None:
         return "UNKNOWN" if failed else "OK"
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    try:
-        return grpc.StatusCode(code).name  # type: ignore[call-arg]
-    except ValueError:
-        return str(code)
+    name = getattr(code, "name", None)
+    return str(name) if name else str(code)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -74,12 +72,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     record(start, context, failed)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
-            async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
                 # Times the whole stream, not just its first message.
                 start, failed = time.perf_counter(), False
                 try:

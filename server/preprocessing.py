@@ -4,11 +4,13 @@ records the geometry so detections can be mapped back to source pixels."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
 
 from stash_vision.catalog.entries import InputContract, ResizeMode
+from stash_vision.server.arrays import BgrImage, FloatTensor
 
 
 @dataclass(frozen=True)
@@ -25,15 +27,18 @@ class Geometry:
     input_height: int
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize(image: BgrImage, width: int, height: int) -> BgrImage:
     if image.shape[1] == width and image.shape[0] == height:
         return image
     # INTER_AREA avoids aliasing when shrinking a lot (big photos to 224/320/640).
     shrinking = width < image.shape[1] and height < image.shape[0]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cast(
+        BgrImage,
+        cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR),
+    )
 
 
-def fit(image: np.ndarray, contract: InputContract) -> tuple[np.ndarray, Geometry]:
+def fit(image: BgrImage, contract: InputContract) -> tuple[BgrImage, Geometry]:
     """Geometric step only: the uint8 image at the model's input size."""
     height, width = image.shape[:2]
     target_w, target_h = contract.width, contract.height
@@ -49,7 +54,7 @@ def fit(image: np.ndarray, contract: InputContract) -> tuple[np.ndarray, Geometr
     else:  # RESIZE_CENTER_CROP
         resize_w = contract.resize_width or target_w
         resize_h = contract.resize_height or target_h
-        resized = cv2.resize(image, (resize_w, resize_h), interpolation=cv2.INTER_LINEAR)
+        resized = cast(BgrImage, cv2.resize(image, (resize_w, resize_h), interpolation=cv2.INTER_LINEAR))
         x0, y0 = (resize_w - target_w) // 2, (resize_h - target_h) // 2
         fitted = resized[y0 : y0 + target_h, x0 : x0 + target_w]
         geometry = Geometry(
@@ -58,7 +63,7 @@ def fit(image: np.ndarray, contract: InputContract) -> tuple[np.ndarray, Geometr
     return fitted, geometry
 
 
-def to_tensor(fitted: np.ndarray, contract: InputContract) -> np.ndarray:
+def to_tensor(fitted: BgrImage, contract: InputContract) -> FloatTensor:
     """Colour order, scaling, mean/std and layout: float32, without a batch dimension."""
     pixels = cv2.cvtColor(fitted, cv2.COLOR_BGR2RGB) if contract.color_order == "RGB" else fitted
     # (x * scale - mean) / std folded into one multiply-add per channel.
@@ -71,6 +76,6 @@ def to_tensor(fitted: np.ndarray, contract: InputContract) -> np.ndarray:
     return np.ascontiguousarray(tensor)
 
 
-def preprocess(image: np.ndarray, contract: InputContract) -> tuple[np.ndarray, Geometry]:
+def preprocess(image: BgrImage, contract: InputContract) -> tuple[FloatTensor, Geometry]:
     fitted, geometry = fit(image, contract)
     return to_tensor(fitted, contract), geometry

@@ -13,6 +13,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from stash_vision.server.arrays import AnyArray
 from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, InferenceFailed, InvalidInput
 
 
@@ -24,8 +25,12 @@ class ModelStatus:
 
 class InferenceSession(Protocol):
     async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout_s: float | None = None
-    ) -> dict[str, np.ndarray]: ...
+        self,
+        model: str,
+        inputs: Mapping[str, AnyArray],
+        outputs: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, AnyArray]: ...
 
     async def server_ready(self) -> bool: ...
 
@@ -59,8 +64,12 @@ class TritonSession:
         self._client = triton_aio.InferenceServerClient(url)
 
     async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout_s: float | None = None
-    ) -> dict[str, np.ndarray]:
+        self,
+        model: str,
+        inputs: Mapping[str, AnyArray],
+        outputs: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, AnyArray]:
         infer_inputs = []
         for name, array in inputs.items():
             tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))

@@ -42,7 +42,9 @@ def _models_fetch(settings: Settings, args: argparse.Namespace) -> int:
     progress = _Progress()
     for entry in entries:
         try:
-            result = fetch(entry, settings.models_dir, mirror, allow_upstream=not args.mirror_only, progress=progress)
+            result = fetch(
+                entry, settings.models_dir, mirror, allow_upstream=not args.mirror_only, progress=progress
+            )
         except FetchError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
@@ -126,16 +128,23 @@ def _adapter(_settings: Settings, _args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stash-vision", description="AI inference server for Stash. Settings come from STASH_VISION_* variables."
+        prog="stash-vision",
+        description="AI inference server for Stash. Settings come from STASH_VISION_* variables.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the whole stack (embedded Triton unless STASH_VISION_TRITON_URL is set)")
+    commands.add_parser(
+        "serve", help="run the whole stack (embedded Triton unless STASH_VISION_TRITON_URL is set)"
+    )
     commands.add_parser("server", help="run only the gRPC server")
     commands.add_parser("adapter", help="run only the HTTP adapter")
-    models = commands.add_parser("models", help="model weights").add_subparsers(dest="models_command", required=True)
+    models = commands.add_parser("models", help="model weights").add_subparsers(
+        dest="models_command", required=True
+    )
     fetch_parser = models.add_parser("fetch", help="download and verify weights into the data directory")
     fetch_parser.add_argument("names", nargs="*", help="models to fetch (default: the served ones)")
-    fetch_parser.add_argument("--mirror", help="folder or file:// / http(s):// base laid out like shared/models")
+    fetch_parser.add_argument(
+        "--mirror", help="folder or file:// / http(s):// base laid out like shared/models"
+    )
     fetch_parser.add_argument("--mirror-only", action="store_true", help="never fall back to upstream URLs")
     models.add_parser("list", help="show configured, fetched and loaded models")
     assemble_parser = models.add_parser("assemble", help="write a runnable Triton model repository")

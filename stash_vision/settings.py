@@ -20,7 +20,9 @@ class Settings(BaseSettings):
         env_prefix="STASH_VISION_", env_nested_delimiter="__", case_sensitive=False, extra="ignore"
     )
 
-    data_dir: Path = Field(default_factory=_default_data_dir, description="Weights, runtime repository, indexes, jobs.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Weights, runtime repository, indexes, jobs."
+    )
     model_mirror: str | None = Field(
         default=None,
         description="Folder or file:// / http(s):// base laid out like shared/models, tried before upstream URLs.",
@@ -38,7 +40,8 @@ class Settings(BaseSettings):
         default=None, description="host:port the adapter calls; unset means this machine's grpc_port."
     )
     triton_url: str | None = Field(
-        default=None, description="host:port of an external Triton gRPC endpoint; unset runs the embedded one."
+        default=None,
+        description="host:port of an external Triton gRPC endpoint; unset runs the embedded one.",
     )
     triton_grpc_port: int = Field(default=8001, description="Embedded Triton's gRPC port.")
     triton_metrics_port: int = Field(default=8002, description="Embedded Triton's metrics port.")
@@ -49,9 +52,15 @@ class Settings(BaseSettings):
     )
 
     max_message_bytes: int = Field(default=64 * 1024 * 1024, description="gRPC message limit, both ways.")
-    max_image_pixels: int = Field(default=100_000_000, description="Images above this many pixels are refused.")
-    max_image_file_bytes: int = Field(default=256 * 1024 * 1024, description="Image files above this are refused.")
-    decode_threads: int = Field(default=0, description="Threads for decoding and preprocessing; 0 = cores + 2.")
+    max_image_pixels: int = Field(
+        default=100_000_000, description="Images above this many pixels are refused."
+    )
+    max_image_file_bytes: int = Field(
+        default=256 * 1024 * 1024, description="Image files above this are refused."
+    )
+    decode_threads: int = Field(
+        default=0, description="Threads for decoding and preprocessing; 0 = cores + 2."
+    )
     max_concurrent_rpcs: int = Field(default=256, description="Beyond this, gRPC answers RESOURCE_EXHAUSTED.")
 
     library_roots: list[Path] = Field(
@@ -59,7 +68,8 @@ class Settings(BaseSettings):
         description="Server-side paths must lie under one of these; empty allows any absolute path.",
     )
     path_mappings: dict[str, str] = Field(
-        default_factory=dict, description="Prefix rewrites applied to incoming paths, e.g. {'/data': '/mnt/media'}."
+        default_factory=dict,
+        description="Prefix rewrites applied to incoming paths, e.g. {'/data': '/mnt/media'}.",
     )
 
     api_key: str | None = Field(default=None, description="When set, HTTP and gRPC callers must present it.")

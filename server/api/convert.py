@@ -6,6 +6,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import np_to_triton_dtype
 
+from stash_vision.server.arrays import AnyArray
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.image_source import ImageBytes, ImagePath, ImageRef
 from stash_vision.server.model_registry import ModelInfo
@@ -24,7 +25,7 @@ def image_ref(source: media_pb2.ImageSource) -> ImageRef:
     raise InvalidInput("image is required: set image.data (encoded bytes) or image.path (a server-side path)")
 
 
-def tensor(name: str, array: np.ndarray) -> inference_pb2.Tensor:
+def tensor(name: str, array: AnyArray) -> inference_pb2.Tensor:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
@@ -65,9 +66,13 @@ def model(info: ModelInfo) -> models_pb2.Model:
             max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
             instance_count=sum(group.count or 1 for group in config.instance_group) or 1,
         ),
-        inputs=[models_pb2.TensorSpec(name=t.name, datatype=_datatype(t.data_type), dims=t.dims) for t in config.input],
+        inputs=[
+            models_pb2.TensorSpec(name=t.name, datatype=_datatype(t.data_type), dims=t.dims)
+            for t in config.input
+        ],
         outputs=[
-            models_pb2.TensorSpec(name=t.name, datatype=_datatype(t.data_type), dims=t.dims) for t in config.output
+            models_pb2.TensorSpec(name=t.name, datatype=_datatype(t.data_type), dims=t.dims)
+            for t in config.output
         ],
         input_contract=models_pb2.InputContract(
             layout=contract.layout,

@@ -21,7 +21,9 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> models_pb2.ListModelsResponse:
-        return models_pb2.ListModelsResponse(models=[convert.model(info) for info in await self.registry.list()])
+        return models_pb2.ListModelsResponse(
+            models=[convert.model(info) for info in await self.registry.list()]
+        )
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
@@ -32,10 +34,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):  # type: i
     async def Infer(
         self, request: inference_pb2.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> inference_pb2.InferResponse:
+        self.inference.entry(request.model)  # an unknown model is the first thing to report
         ref = convert.image_ref(request.image)
         remaining = context.time_remaining()
         result = await self.inference.infer(
-            request.model, ref, list(request.outputs), timeout_s=max(remaining - 0.05, 0.01) if remaining is not None else None
+            request.model,
+            ref,
+            list(request.outputs),
+            timeout_s=max(remaining - 0.05, 0.01) if remaining is not None else None,
         )
         return inference_pb2.InferResponse(
             model=result.model,

@@ -50,7 +50,9 @@ def mapped_errors(method: Handler[R]) -> Handler[R]:
         except Exception:
             incident = uuid.uuid4().hex[:8]
             log.exception("internal error in %s (incident %s)", method.__name__, incident)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}; see the server log)")
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (incident {incident}; see the server log)"
+            )
         raise AssertionError("unreachable: abort raises")
 
     return wrapper

@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from stash_vision.server.arrays import BgrImage
 from stash_vision.server.errors import InvalidInput, TooLarge
 
 # Our own pixel limit replaces Pillow's decompression-bomb guard (which would raise mid-way).
@@ -40,16 +42,20 @@ def read_image_file(path: Path, limits: ImageLimits) -> bytes:
         raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:
     """Returns HxWx3 BGR uint8, EXIF orientation applied, alpha dropped, grey expanded to 3 channels."""
     if not data:
         raise InvalidInput("empty image (0 bytes)")
     if len(data) > limits.max_file_bytes:
-        raise TooLarge(f"image is {len(data) / 2**20:.0f} MiB, above the limit (STASH_VISION_MAX_IMAGE_FILE_BYTES)")
+        raise TooLarge(
+            f"image is {len(data) / 2**20:.0f} MiB, above the limit (STASH_VISION_MAX_IMAGE_FILE_BYTES)"
+        )
     try:
         header = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise InvalidInput("not an image, or a format that cannot be read (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
+        raise InvalidInput(
+            "not an image, or a format that cannot be read (JPEG, PNG, WebP, BMP, GIF, TIFF)"
+        ) from None
     except OSError as error:
         raise InvalidInput(f"cannot read image header: {error}") from None
     width, height = header.size
@@ -63,15 +69,15 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     if header.format == "JPEG" and not data.rstrip(b"\x00").endswith(_JPEG_END):
         raise InvalidInput("truncated JPEG (the file ends before the image does)")
 
-    image: np.ndarray | None = None
+    image: BgrImage | None = None
     if header.format != "GIF":
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = cast(BgrImage | None, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     if image is None:
         image = _decode_with_pillow(header)
     return image
 
 
-def _decode_with_pillow(image: Image.Image) -> np.ndarray:
+def _decode_with_pillow(image: Image.Image) -> BgrImage:
     try:
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
@@ -79,4 +85,4 @@ def _decode_with_pillow(image: Image.Image) -> np.ndarray:
         rgb = image.convert("RGB")
     except (OSError, ValueError) as error:
         raise InvalidInput(f"corrupt or unsupported image data: {error}") from None
-    return cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
+    return cast(BgrImage, cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR))

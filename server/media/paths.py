@@ -34,7 +34,9 @@ class MediaPaths:
         real = candidate.resolve()
         if self.roots and not any(real.is_relative_to(root) for root in self.roots):
             roots = ", ".join(str(r) for r in self.roots)
-            raise AccessDenied(f"{raw} is outside the library roots ({roots}); see STASH_VISION_LIBRARY_ROOTS")
+            raise AccessDenied(
+                f"{raw} is outside the library roots ({roots}); see STASH_VISION_LIBRARY_ROOTS"
+            )
         if not real.exists():
             hint = " after path mappings" if mapped != raw else ""
             raise MediaNotFound(

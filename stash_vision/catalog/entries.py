@@ -131,12 +131,16 @@ class Catalog:
             except (OSError, yaml.YAMLError, ValueError) as error:
                 raise CatalogError(f"invalid catalog entry {catalog_file}: {error}") from error
             if entry.name != folder.name:
-                raise CatalogError(f"{catalog_file}: name {entry.name!r} must match its folder {folder.name!r}")
+                raise CatalogError(
+                    f"{catalog_file}: name {entry.name!r} must match its folder {folder.name!r}"
+                )
             config = entry.triton_config
             if config.name and config.name != entry.name:
                 raise CatalogError(f"{folder}/config.pbtxt names {config.name!r}, expected {entry.name!r}")
             if entry.input.tensor not in {tensor.name for tensor in config.input}:
-                raise CatalogError(f"{catalog_file}: input tensor {entry.input.tensor!r} is not in config.pbtxt")
+                raise CatalogError(
+                    f"{catalog_file}: input tensor {entry.input.tensor!r} is not in config.pbtxt"
+                )
             entries[entry.name] = entry
         if not entries:
             raise CatalogError(f"no models found in {repository} (expected <name>/catalog.yaml)")

@@ -104,7 +104,9 @@ class _SourceFailed(Exception):
     pass
 
 
-def _fetch_one(entry: CatalogEntry, source: Source, destination: Path, progress: ProgressCallback | None) -> None:
+def _fetch_one(
+    entry: CatalogEntry, source: Source, destination: Path, progress: ProgressCallback | None
+) -> None:
     # Temp files live beside the destination so the final rename is atomic (same filesystem).
     fd, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
     temp = Path(temp_name)
@@ -133,7 +135,9 @@ def _fetch_one(entry: CatalogEntry, source: Source, destination: Path, progress:
             archive.unlink(missing_ok=True)
 
 
-def _download(url: str, out: BinaryIO, name: str, expected: int | None, progress: ProgressCallback | None) -> None:
+def _download(
+    url: str, out: BinaryIO, name: str, expected: int | None, progress: ProgressCallback | None
+) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "stash-vision-fetcher"})
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:

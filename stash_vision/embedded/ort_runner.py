@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -36,17 +37,21 @@ class OnnxRuntimeRunner:
         self.input_names = input_names
         self.output_names = output_names
 
-    def run_batched(self, per_request_inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    def run_batched(
+        self, per_request_inputs: list[dict[str, npt.NDArray[Any]]]
+    ) -> list[dict[str, npt.NDArray[Any]]]:
         sizes = [int(inputs[self.input_names[0]].shape[0]) for inputs in per_request_inputs]
         if len(per_request_inputs) == 1:
             feeds = per_request_inputs[0]
         else:
             feeds = {name: np.concatenate([r[name] for r in per_request_inputs]) for name in self.input_names}
         outputs = self.session.run(self.output_names, feeds)
-        results: list[dict[str, np.ndarray]] = []
+        results: list[dict[str, npt.NDArray[Any]]] = []
         offset = 0
         for size in sizes:
-            results.append({n: o[offset : offset + size] for n, o in zip(self.output_names, outputs, strict=True)})
+            results.append(
+                {n: o[offset : offset + size] for n, o in zip(self.output_names, outputs, strict=True)}
+            )
             offset += size
         return results
 
@@ -67,7 +72,10 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         inputs = [
-            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.runner.input_names}
+            {
+                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for name in self.runner.input_names
+            }
             for request in requests
         ]
         try:
@@ -79,7 +87,9 @@ class TritonPythonModel:
             message = f"ONNX Runtime failed: {error}"
             return [pb_utils.InferenceResponse(error=pb_utils.TritonError(message)) for _ in requests]
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in r.items()])
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in r.items()]
+            )
             for r in results
         ]
 

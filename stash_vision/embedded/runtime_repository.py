@@ -75,7 +75,9 @@ def assemble(
     return out
 
 
-def _write_model(entry: CatalogEntry, models_dir: Path, folder: Path, mode: RepositoryMode, threads: int) -> None:
+def _write_model(
+    entry: CatalogEntry, models_dir: Path, folder: Path, mode: RepositoryMode, threads: int
+) -> None:
     weights = entry.weights_path(models_dir).resolve()
     version_dir = folder / str(entry.version)
     version_dir.mkdir(parents=True)

@@ -87,7 +87,11 @@ class Child:
             self.backoff_s = _BACKOFF_START_S
         self.restart_at = time.monotonic() + self.backoff_s
         log.warning(
-            "%s exited with code %s after %.0f s; restarting in %.0f s", self.name, self.exited(), uptime, self.backoff_s
+            "%s exited with code %s after %.0f s; restarting in %.0f s",
+            self.name,
+            self.exited(),
+            uptime,
+            self.backoff_s,
         )
         self.backoff_s = min(self.backoff_s * 2, _BACKOFF_MAX_S)
         self._close_log()
@@ -286,7 +290,9 @@ class Supervisor:
                 return
             child = next((c for c in self.children if c.name == name), None)
             if child is not None and child.exited() is not None:
-                raise StartupError(f"{name} exited with code {child.exited()} during start-up (see its log above)")
+                raise StartupError(
+                    f"{name} exited with code {child.exited()} during start-up (see its log above)"
+                )
             time.sleep(0.2)
         if not self._stop_requested:
             raise StartupError(f"{name} did not open port {port} within {timeout_s:.0f} s")

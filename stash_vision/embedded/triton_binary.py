@@ -42,10 +42,14 @@ def _pytriton_root() -> Path:
 
 def _check_platform() -> None:
     if sys.platform != "linux":
-        raise TritonUnavailable(f"the embedded Triton runs on Linux only (this is {sys.platform}); use compose.yaml")
+        raise TritonUnavailable(
+            f"the embedded Triton runs on Linux only (this is {sys.platform}); use compose.yaml"
+        )
     libc, version = platform.libc_ver()
     if libc != "glibc":
-        raise TritonUnavailable("the embedded Triton needs glibc (musl/Alpine is not supported); use compose.yaml")
+        raise TritonUnavailable(
+            "the embedded Triton needs glibc (musl/Alpine is not supported); use compose.yaml"
+        )
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MIN_GLIBC:
         raise TritonUnavailable(
@@ -58,7 +62,11 @@ def _libpython_dir() -> Path:
     libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
     ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [libdir / ldlibrary, libdir / f"libpython{version}.so.1.0", libdir / f"libpython{version}.so"]
+    candidates = [
+        libdir / ldlibrary,
+        libdir / f"libpython{version}.so.1.0",
+        libdir / f"libpython{version}.so",
+    ]
     if any(c.is_file() and c.suffix != ".a" for c in candidates):
         return libdir
     raise TritonUnavailable(
@@ -78,7 +86,9 @@ def prepare(runtime_dir: Path) -> TritonInstall:
     if not binary.is_file():
         raise TritonUnavailable(f"nvidia-pytriton is installed but {binary} is missing; reinstall it")
     if not stub.is_file():
-        raise TritonUnavailable(f"nvidia-pytriton has no Python backend stub for Python {version}; use 3.11-3.13")
+        raise TritonUnavailable(
+            f"nvidia-pytriton has no Python backend stub for Python {version}; use 3.11-3.13"
+        )
     if not os.access(binary, os.X_OK):
         raise TritonUnavailable(f"{binary} is not executable (noexec mount?)")
     libpython_dir = _libpython_dir()

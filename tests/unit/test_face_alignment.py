@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
+
 from stash_vision.server.faces.alignment import ARCFACE_TEMPLATE_112, align_face, similarity_transform
 from stash_vision.server.faces.detection import decode_yunet, to_source_coordinates
 from stash_vision.server.faces.embedding import cosine_similarity, l2_normalize

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
+
 from stash_vision.server.faces.detection import (
     DetectedFace,
     decode_scrfd,
