@@ -86,9 +86,12 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
+        await session.close()
+        pool.shutdown()
         raise BindError(f"cannot listen on {address} (STASH_VISION_GRPC_PORT): {error}") from None
-    await server.start()
     watcher = ReadinessWatcher(registry, health_servicer)
+    await watcher.publish(False)  # NOT_SERVING from the first moment, until Triton proves ready
+    await server.start()
     task = asyncio.create_task(watcher.run(), name="readiness-watcher")
     log.info("gRPC server on %s (Triton at %s)", address, settings.triton_target)
     return RunningServer(server, health_servicer, task, session, pool, port)

@@ -67,7 +67,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:
             f"{limits.max_pixels / 1e6:.0f} MP limit (STASH_VISION_MAX_IMAGE_PIXELS)"
         )
     if header.format == "JPEG" and not data.rstrip(b"\x00").endswith(_JPEG_END):
-        raise InvalidInput("truncated JPEG (the file ends before the image does)")
+        _refuse_if_truncated(header)
 
     image: BgrImage | None = None
     if header.format != "GIF":
@@ -77,12 +77,22 @@ def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:
     return image
 
 
+def _refuse_if_truncated(header: Image.Image) -> None:
+    """A JPEG that does not end with its end marker is either cut short or carries a trailer after
+    the image (motion photos append a video). Only a full decode tells them apart; it is rare, so
+    the cost is paid only then."""
+    try:
+        header.load()
+    except OSError:
+        raise InvalidInput("truncated JPEG (the file ends before the image does)") from None
+
+
 def _decode_with_pillow(image: Image.Image) -> BgrImage:
     try:
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             image.seek(frames // 2)  # animated: the middle frame, as the original server does
         rgb = image.convert("RGB")
-    except (OSError, ValueError) as error:
-        raise InvalidInput(f"corrupt or unsupported image data: {error}") from None
+    except Exception as error:  # Pillow raises many types on corrupt data (IndexError, struct.error, ...)
+        raise InvalidInput(f"corrupt or unsupported image data: {error or type(error).__name__}") from None
     return cast(BgrImage, cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR))

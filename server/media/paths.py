@@ -16,7 +16,10 @@ class MediaPaths:
 
     def map(self, raw: str) -> str:
         for prefix, replacement in self.mappings:
-            if raw.startswith(prefix):
+            # Whole path components only: a mapping for /data must not rewrite /database.
+            if raw == prefix or (
+                raw.startswith(prefix) and (prefix.endswith(("/", "\\")) or raw[len(prefix)] in "/\\")
+            ):
                 return replacement + raw[len(prefix) :]
         return raw
 

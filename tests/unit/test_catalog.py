@@ -129,7 +129,7 @@ def test_labels_files_are_read_and_match_the_models() -> None:
     nudenet = catalog.get("nudenet_320n")
     assert len(nudenet.labels) == 18
     # Rows 0-3 of output0 are the box, rows 4-21 the 18 classes.
-    assert list(nudenet.triton_config.output[0].dims)[0] == 4 + len(nudenet.labels)
+    assert nudenet.triton_config.output[0].dims[0] == 4 + len(nudenet.labels)
     assert catalog.get("yunet").labels == []
 
 

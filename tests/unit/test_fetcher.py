@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import itertools
 import os
 import threading
 import zipfile
@@ -107,7 +108,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root = tmp_path / "www"
     root.mkdir()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -120,20 +121,24 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 # ----------------------------------------------------------------------------------- real mirror folder
 
 
-def test_fetch_real_weights_from_mirror_folder(tmp_path: Path, yunet: CatalogEntry, shared_models: Path) -> None:
+def test_fetch_real_weights_from_mirror_folder(
+    tmp_path: Path, yunet: CatalogEntry, shared_models: Path
+) -> None:
     models_dir = tmp_path / "models"
     result = fetch(yunet, models_dir, mirror=str(shared_models), allow_upstream=False)
     destination = models_dir / "yunet" / "1" / "model.onnx"
     assert result.status == "fetched"
     assert result.name == "yunet"
     assert result.path == destination
-    assert result.source == (shared_models / yunet.weights.mirror_path).resolve().as_uri()
+    assert result.source == (shared_models.resolve() / yunet.weights.mirror_path).as_uri()
     assert destination.read_bytes() == (shared_models / yunet.weights.mirror_path).read_bytes()
     assert is_fetched(yunet, models_dir, verify=True)
     assert leftovers(destination.parent) == ["model.onnx"]
 
 
-def test_fetch_real_weights_from_file_url_base(tmp_path: Path, yunet: CatalogEntry, shared_models: Path) -> None:
+def test_fetch_real_weights_from_file_url_base(
+    tmp_path: Path, yunet: CatalogEntry, shared_models: Path
+) -> None:
     models_dir = tmp_path / "models"
     base = shared_models.resolve().as_uri()
     result = fetch(yunet, models_dir, mirror=base, allow_upstream=False)
@@ -156,7 +161,9 @@ def test_second_fetch_is_present_and_does_not_rewrite(
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
 
 
-def test_present_check_needs_no_source_at_all(tmp_path: Path, yunet: CatalogEntry, shared_models: Path) -> None:
+def test_present_check_needs_no_source_at_all(
+    tmp_path: Path, yunet: CatalogEntry, shared_models: Path
+) -> None:
     models_dir = tmp_path / "models"
     fetch(yunet, models_dir, mirror=str(shared_models), allow_upstream=False)
     # No mirror and no upstream: verified weights on disk are enough.
@@ -365,7 +372,7 @@ def test_progress_callback_receives_increasing_byte_counts(tmp_path: Path) -> No
     assert len(calls) >= 4
     assert {name for name, _, _ in calls} == {"tiny_model"}
     done = [d for _, d, _ in calls]
-    assert all(later > earlier for earlier, later in zip(done, done[1:], strict=False))
+    assert all(later > earlier for earlier, later in itertools.pairwise(done))
     assert done[-1] == len(payload)
     assert {total for _, _, total in calls} == {len(payload)}
 

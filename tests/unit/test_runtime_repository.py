@@ -50,7 +50,9 @@ def test_embedded_assembly_swaps_backend_and_keeps_batching_io_and_warmup(data_d
     models_dir = data_dir / "models"
     selected = entries()
     fake_weights(models_dir, selected)
-    out = assemble(selected, models_dir, data_dir / "runtime" / "repo", RepositoryMode.EMBEDDED, ort_threads=3)
+    out = assemble(
+        selected, models_dir, data_dir / "runtime" / "repo", RepositoryMode.EMBEDDED, ort_threads=3
+    )
     assert out == data_dir / "runtime" / "repo"
     assert sorted(p.name for p in out.iterdir()) == sorted(e.name for e in selected)
 
