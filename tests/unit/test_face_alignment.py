@@ -8,7 +8,6 @@ MobileFaceNet (ONNX Runtime, CPU), failing (never skipping) when the shared file
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from stash_vision.server.faces.alignment import ARCFACE_TEMPLATE_112, align_face, similarity_transform
 from stash_vision.server.faces.detection import decode_yunet, to_source_coordinates
 from stash_vision.server.faces.embedding import cosine_similarity, l2_normalize
+from tests.conftest import shared_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEEPFACE = "testdata/faces/deepface"
@@ -188,18 +188,6 @@ def test_cosine_similarity_known_values() -> None:
 
 
 # ----------------------------------------------------------------------------------------- real models
-
-
-def shared_file(relative: str) -> Path:
-    """A file of the shared models/testdata mirror; fails the test (never skips) when it is missing."""
-    shared = Path(os.environ.get("STASH_VISION_SHARED_DIR", str(REPO_ROOT.parent / "shared")))
-    path = shared / relative
-    if not path.is_file():
-        pytest.fail(
-            f"required shared file is missing: {path} "
-            "(set STASH_VISION_SHARED_DIR to the folder holding models/ and testdata/)"
-        )
-    return path
 
 
 def identity_groups() -> dict[str, str]:

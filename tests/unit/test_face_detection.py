@@ -8,7 +8,6 @@ numbers against hand-computed values. The real-model tests run the shared ONNX d
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from stash_vision.server.faces.detection import (
     nms,
     to_source_coordinates,
 )
+from tests.conftest import shared_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_SIZE = 640
@@ -33,18 +33,6 @@ Outputs = dict[str, npt.NDArray[np.float32]]
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def shared_file(relative: str) -> Path:
-    """A file of the shared models/testdata mirror; fails the test (never skips) when it is missing."""
-    shared = Path(os.environ.get("STASH_VISION_SHARED_DIR", str(REPO_ROOT.parent / "shared")))
-    path = shared / relative
-    if not path.is_file():
-        pytest.fail(
-            f"required shared file is missing: {path} "
-            "(set STASH_VISION_SHARED_DIR to the folder holding models/ and testdata/)"
-        )
-    return path
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
