@@ -33,6 +33,8 @@ class OnnxRuntimeRunner:
         # One execute() runs at a time per instance; inter-op threads would only oversubscribe.
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle ORT threads sleep instead of spinning: the cores are shared with the decoders.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.input_names = input_names
         self.output_names = output_names

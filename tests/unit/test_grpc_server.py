@@ -504,7 +504,10 @@ def test_list_models_reports_state_and_config_batching(tmp_path: Path) -> None:
             assert list(model.labels) == entry.labels
             assert model.batching.max_batch_size == config.max_batch_size
             assert model.batching.dynamic_batching is True
-            assert model.batching.max_queue_delay_microseconds == 2000
+            assert (
+                model.batching.max_queue_delay_microseconds
+                == config.dynamic_batching.max_queue_delay_microseconds
+            )
             assert model.batching.instance_count == 1
             assert [(t.name, t.datatype, list(t.dims)) for t in model.inputs] == [
                 (t.name, "FP32", list(t.dims)) for t in config.input
