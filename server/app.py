@@ -54,7 +54,7 @@ class RunningServer:
 
 
 async def start(settings: Settings, session: InferenceSession | None = None) -> RunningServer:
-    entries = Catalog.load().select(settings.models)
+    entries = Catalog.load(extra=[settings.user_repository]).select(settings.models)
     session = session or TritonSession(settings.triton_target, settings.triton_client_timeout_s)
     pool = CpuPool(settings.effective_decode_threads)
     loader = ImageLoader(

@@ -35,7 +35,7 @@ class _Progress:
 
 
 def _models_fetch(settings: Settings, args: argparse.Namespace) -> int:
-    catalog = Catalog.load()
+    catalog = Catalog.load(extra=[settings.user_repository])
     mirror = args.mirror or settings.model_mirror
     entries = catalog.select(args.names or settings.models)
     failed = 0
@@ -55,7 +55,7 @@ def _models_fetch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
-    catalog = Catalog.load()
+    catalog = Catalog.load(extra=[settings.user_repository])
     served = set(settings.models or catalog.names())
     loaded = _triton_ready_models(settings, catalog.names())
     print(f"{'model':<16}{'version':<9}{'task':<22}{'served':<8}{'fetched':<9}{'in Triton':<10}licence")
@@ -89,7 +89,7 @@ def _triton_ready_models(settings: Settings, names: list[str]) -> set[str] | Non
 def _models_assemble(settings: Settings, args: argparse.Namespace) -> int:
     from stash_vision.embedded.runtime_repository import RepositoryMode, WeightsMissing, assemble
 
-    entries = Catalog.load().select(args.names or settings.models)
+    entries = Catalog.load(extra=[settings.user_repository]).select(args.names or settings.models)
     mode = RepositoryMode.NATIVE if args.native else RepositoryMode.EMBEDDED
     try:
         out = assemble(entries, settings.models_dir, Path(args.out), mode, settings.effective_ort_threads)
@@ -105,7 +105,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from stash_vision.embedded.runtime_repository import WeightsMissing
     from stash_vision.embedded.supervisor import StartupError, Supervisor
 
-    entries = Catalog.load().select(settings.models)
+    entries = Catalog.load(extra=[settings.user_repository]).select(settings.models)
     try:
         install = None if settings.triton_url else triton_binary.prepare(settings.runtime_dir)
         return Supervisor(settings, entries, install).run()

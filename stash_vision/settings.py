@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     triton_startup_timeout_s: float = Field(default=300.0, description="How long to wait for every model.")
     triton_client_timeout_s: float = Field(default=60.0, description="Deadline of one Triton call.")
     ort_threads: int = Field(
-        default=0, description="ONNX Runtime intra-op threads per model instance (embedded); 0 = half the cores."
+        default=0,
+        description="ONNX Runtime intra-op threads per model instance (embedded); 0 = half the cores.",
     )
 
     max_message_bytes: int = Field(default=64 * 1024 * 1024, description="gRPC message limit, both ways.")
@@ -78,6 +79,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def user_repository(self) -> Path:
+        """Models the user imported (skier233 packages, ONNX classifiers): same layout as model_repository/."""
+        return self.data_dir / "model_repository"
 
     @property
     def runtime_dir(self) -> Path:

@@ -35,8 +35,14 @@ class Weights(BaseModel):
     file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(gt=0)
-    mirror_path: str
-    sources: list[Source] = Field(min_length=1)
+    # Catalogued models name a mirror path and upstream sources; models a user imported (e.g. a
+    # converted skier233 TorchScript model) have neither: their weights exist only on this machine.
+    mirror_path: str | None = None
+    sources: list[Source] = Field(default_factory=list)
+
+    @property
+    def imported(self) -> bool:
+        return not self.sources and self.mirror_path is None
 
 
 class ResizeMode(StrEnum):
@@ -58,6 +64,9 @@ class InputContract(BaseModel):
     resize: ResizeMode
     resize_width: int | None = None
     resize_height: int | None = None
+    # "auto": area when shrinking, else bilinear. "cubic_antialias" matches torchvision's
+    # Resize(bicubic, antialias=True) that skier233 models were trained with.
+    interpolation: Literal["auto", "linear", "cubic", "area", "cubic_antialias"] = "auto"
     scale: float = 1.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -68,6 +77,37 @@ class InputContract(BaseModel):
         if any(v == 0 for v in value):
             raise ValueError("std must not contain 0")
         return value
+
+
+class TaggerKind(StrEnum):
+    NUDENET = "nudenet"
+    OPEN_NSFW = "open_nsfw"
+    MULTILABEL = "multilabel"
+
+
+class TaggerSpec(BaseModel):
+    """Present when a model tags images for the AITagger plugin: how its outputs become per-tag
+    probabilities, and how it introduces itself (AIModelInfo of the v3 API)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: TaggerKind
+    # AIModelInfo.name: the skier233 `model_file_name` for imported models.
+    display_name: str
+    identifier: int
+    version: float
+    categories: list[str] = Field(min_length=1)
+    # Default cut when a request gives no threshold (skier233 `model_threshold`).
+    threshold: float = 0.5
+    # Folder of category CSVs beside catalog.yaml (skier233 format).
+    categories_dir: str = "categories"
+    # multilabel: output tensor, activation and the tags file (one tag per line = output index).
+    output: str | None = None
+    activation: Literal["sigmoid", "none"] = "sigmoid"
+    tags_file: str | None = None
+    # multilabel with several categories: tag index -> index into `categories` (skier233
+    # `category_mappings`); absent means every tag belongs to categories[0].
+    category_mappings: dict[int, int] = Field(default_factory=dict)
 
 
 class CatalogEntry(BaseModel):
@@ -81,6 +121,7 @@ class CatalogEntry(BaseModel):
     weights: Weights
     input: InputContract
     labels_file: str | None = None
+    tagger: TaggerSpec | None = None
     # Set by the loader: the folder holding config.pbtxt and this entry.
     folder: Path = Field(default=Path(), exclude=True)
 
@@ -120,10 +161,15 @@ class Catalog:
         self.repository = repository
 
     @classmethod
-    def load(cls, repository: Path | None = None) -> Catalog:
+    def load(cls, repository: Path | None = None, extra: list[Path] | tuple[Path, ...] = ()) -> Catalog:
+        """The packaged repository plus `extra` ones (models the user imported into the data
+        directory). A name may appear only once across them."""
         repository = repository or default_repository()
         entries: dict[str, CatalogEntry] = {}
-        for catalog_file in sorted(repository.glob("*/catalog.yaml")):
+        catalog_files = sorted(repository.glob("*/catalog.yaml"))
+        for folder in extra:
+            catalog_files.extend(sorted(folder.glob("*/catalog.yaml")))
+        for catalog_file in catalog_files:
             folder = catalog_file.parent
             try:
                 raw = yaml.safe_load(catalog_file.read_text())
@@ -140,6 +186,10 @@ class Catalog:
             if entry.input.tensor not in {tensor.name for tensor in config.input}:
                 raise CatalogError(
                     f"{catalog_file}: input tensor {entry.input.tensor!r} is not in config.pbtxt"
+                )
+            if entry.name in entries:
+                raise CatalogError(
+                    f"{catalog_file}: a model named {entry.name!r} exists already in {entries[entry.name].folder}"
                 )
             entries[entry.name] = entry
         if not entries:

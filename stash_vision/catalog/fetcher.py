@@ -58,8 +58,8 @@ def is_fetched(entry: CatalogEntry, models_dir: Path, verify: bool = False) -> b
 def mirror_source(mirror: str, entry: CatalogEntry) -> Source:
     """The mirror's copy of an entry: <mirror>/<mirror_path>, the layout of shared/models."""
     if "://" in mirror:
-        return Source(url=mirror.rstrip("/") + "/" + urllib.parse.quote(entry.weights.mirror_path))
-    return Source(url=(Path(mirror).expanduser().resolve() / entry.weights.mirror_path).as_uri())
+        return Source(url=mirror.rstrip("/") + "/" + urllib.parse.quote(entry.weights.mirror_path or ""))
+    return Source(url=(Path(mirror).expanduser().resolve() / (entry.weights.mirror_path or "")).as_uri())
 
 
 def fetch(
@@ -73,8 +73,13 @@ def fetch(
     if is_fetched(entry, models_dir, verify=True):
         return FetchResult(entry.name, destination, "present")
 
+    if entry.weights.imported:
+        raise FetchError(
+            f"model {entry.name} was imported on this machine and has no download source; its weights "
+            f"belong at {destination}: import it again (stash-vision models import ...)"
+        )
     candidates: list[tuple[str, Source]] = []
-    if mirror:
+    if mirror and entry.weights.mirror_path:
         candidates.append(("mirror", mirror_source(mirror, entry)))
     if allow_upstream:
         candidates.extend(("upstream", source) for source in entry.weights.sources)
