@@ -8,6 +8,7 @@ from typing import cast
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from stash_vision.catalog.entries import InputContract, ResizeMode
 from stash_vision.server.arrays import BgrImage, FloatTensor
@@ -27,15 +28,24 @@ class Geometry:
     input_height: int
 
 
-def _resize(image: BgrImage, width: int, height: int) -> BgrImage:
+_CV2_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+
+
+def _resize(image: BgrImage, width: int, height: int, interpolation: str = "auto") -> BgrImage:
     if image.shape[1] == width and image.shape[0] == height:
         return image
-    # INTER_AREA avoids aliasing when shrinking a lot (big photos to 224/320/640).
-    shrinking = width < image.shape[1] and height < image.shape[0]
-    return cast(
-        BgrImage,
-        cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR),
-    )
+    if interpolation == "cubic_antialias":
+        # Pillow's bicubic filters over the whole source footprint when shrinking, as torchvision's
+        # antialiased Resize does; OpenCV's INTER_CUBIC samples 4x4 pixels and aliases.
+        resized = Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC)
+        return np.asarray(resized)
+    if interpolation == "auto":
+        # INTER_AREA avoids aliasing when shrinking a lot (big photos to 224/320/640).
+        shrinking = width < image.shape[1] and height < image.shape[0]
+        flag = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    else:
+        flag = _CV2_INTERPOLATION[interpolation]
+    return cast(BgrImage, cv2.resize(image, (width, height), interpolation=flag))
 
 
 def fit(image: BgrImage, contract: InputContract) -> tuple[BgrImage, Geometry]:
@@ -43,13 +53,13 @@ def fit(image: BgrImage, contract: InputContract) -> tuple[BgrImage, Geometry]:
     height, width = image.shape[:2]
     target_w, target_h = contract.width, contract.height
     if contract.resize is ResizeMode.STRETCH:
-        fitted = _resize(image, target_w, target_h)
+        fitted = _resize(image, target_w, target_h, contract.interpolation)
         geometry = Geometry(width, height, target_w / width, target_h / height, 0.0, 0.0, target_w, target_h)
     elif contract.resize is ResizeMode.LETTERBOX:
         scale = min(target_w / width, target_h / height)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         fitted = np.zeros((target_h, target_w, 3), np.uint8)
-        fitted[:new_h, :new_w] = _resize(image, new_w, new_h)
+        fitted[:new_h, :new_w] = _resize(image, new_w, new_h, contract.interpolation)
         geometry = Geometry(width, height, new_w / width, new_h / height, 0.0, 0.0, target_w, target_h)
     else:  # RESIZE_CENTER_CROP
         resize_w = contract.resize_width or target_w
