@@ -11,7 +11,11 @@ from stash_vision.server.model_registry import ModelRegistry
 
 log = logging.getLogger("stash_vision.server")
 
-SERVICES = ("stash_vision.v1.InferenceService", "stash_vision.v1.ModelService")
+SERVICES = (
+    "stash_vision.v1.InferenceService",
+    "stash_vision.v1.ModelService",
+    "stash_vision.v1.TaggingService",
+)
 
 
 class ReadinessWatcher:

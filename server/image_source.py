@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stash_vision.server.arrays import BgrImage
-from stash_vision.server.media.images import ImageLimits, decode_image, read_image_file
+from stash_vision.server.media.images import ImageLimits, decode_image, read_archive_member, read_image_file
 from stash_vision.server.media.paths import MediaPaths
 
 
@@ -29,7 +29,11 @@ class ImageLoader:
 
     def load(self, ref: ImageRef) -> BgrImage:
         if isinstance(ref, ImagePath):
-            data = read_image_file(self.paths.resolve(ref.path), self.limits)
+            location = self.paths.locate(ref.path)
+            if location.member is not None:
+                data = read_archive_member(location.path, location.member, self.limits)
+            else:
+                data = read_image_file(location.path, self.limits)
         else:
             data = ref.data
         return decode_image(data, self.limits)

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     )
     max_concurrent_rpcs: int = Field(default=256, description="Beyond this, gRPC answers RESOURCE_EXHAUSTED.")
 
+    max_images_per_request: int = Field(
+        default=1000, description="Images in one tagging request (the plugin sends 320)."
+    )
+    use_category_image_thresholds: bool = Field(
+        default=True, description="With return_confidence, also drop image tags below their CSV TagThreshold."
+    )
+
     library_roots: list[Path] = Field(
         default_factory=list,
         description="Server-side paths must lie under one of these; empty allows any absolute path.",

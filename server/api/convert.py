@@ -9,9 +9,11 @@ from tritonclient.utils import np_to_triton_dtype
 from stash_vision.server.arrays import AnyArray
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.image_source import ImageBytes, ImagePath, ImageRef
+from stash_vision.server.image_tagging import ImageOutcome
 from stash_vision.server.model_registry import ModelInfo
 from stash_vision.server.preprocessing import Geometry
-from stash_vision.v1 import inference_pb2, media_pb2, models_pb2
+from stash_vision.server.taggers.base import Tagger
+from stash_vision.v1 import inference_pb2, media_pb2, models_pb2, tagging_pb2
 
 
 def image_ref(source: media_pb2.ImageSource) -> ImageRef:
@@ -86,4 +88,30 @@ def model(info: ModelInfo) -> models_pb2.Model:
         ),
         licence=entry.licence,
         device=info.status.device,
+    )
+
+
+def tagger(t: Tagger, ready: bool) -> tagging_pb2.Tagger:
+    return tagging_pb2.Tagger(
+        name=t.spec.display_name,
+        identifier=t.spec.identifier,
+        version=t.spec.version,
+        categories=t.categories,
+        type="ImClass",
+        model=t.model,
+        ready=ready,
+    )
+
+
+def image_tags(outcome: ImageOutcome) -> tagging_pb2.ImageTags:
+    if outcome.error is not None:
+        return tagging_pb2.ImageTags(error=outcome.error)
+    return tagging_pb2.ImageTags(
+        categories=[
+            tagging_pb2.CategoryTags(
+                category=category,
+                tags=[tagging_pb2.TagHit(name=h.name, confidence=h.confidence) for h in hits],
+            )
+            for category, hits in outcome.categories.items()
+        ]
     )

@@ -8,9 +8,18 @@ import grpc
 
 from stash_vision.server.api import convert
 from stash_vision.server.api.status import mapped_errors
+from stash_vision.server.image_tagging import ImageTagging, TaggingOptions
 from stash_vision.server.inference import ModelInference
 from stash_vision.server.model_registry import ModelRegistry
-from stash_vision.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+from stash_vision.server.taggers.base import Tagger
+from stash_vision.v1 import (
+    inference_pb2,
+    inference_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+)
 
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
@@ -48,4 +57,44 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):  # type: i
             model_version=result.version,
             outputs=[convert.tensor(name, array) for name, array in result.outputs.items()],
             preprocessing=convert.geometry(result.geometry),
+        )
+
+
+class TaggingServicer(tagging_pb2_grpc.TaggingServiceServicer):  # type: ignore[misc]
+    def __init__(self, tagging: ImageTagging, registry: ModelRegistry) -> None:
+        self.tagging = tagging
+        self.registry = registry
+
+    async def _taggers(self, taggers: list[Tagger]) -> list[tagging_pb2.Tagger]:
+        ready = {info.entry.name: info.status.ready for info in await self.registry.list()}
+        return [convert.tagger(t, ready.get(t.model, False)) for t in taggers]
+
+    @mapped_errors
+    async def ListTaggers(
+        self, request: tagging_pb2.ListTaggersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tagging_pb2.ListTaggersResponse:
+        return tagging_pb2.ListTaggersResponse(taggers=await self._taggers(self.tagging.taggers))
+
+    @mapped_errors
+    async def TagImages(
+        self, request: tagging_pb2.TagImagesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tagging_pb2.TagImagesResponse:
+        options = TaggingOptions(
+            threshold=request.threshold if request.HasField("threshold") else None,
+            return_confidence=request.return_confidence,
+            original_names=request.naming == tagging_pb2.TAG_NAMING_ORIGINAL,
+            skip_categories=frozenset(request.categories_to_skip),
+        )
+        refs = [convert.image_ref(image) for image in request.images]
+        outcome = await self.tagging.tag(refs, options)
+        return tagging_pb2.TagImagesResponse(
+            results=[convert.image_tags(result) for result in outcome.results],
+            taggers=await self._taggers(outcome.taggers),
+            metrics=tagging_pb2.TaggingMetrics(
+                preprocess_seconds=outcome.preprocess_seconds,
+                inference_seconds=outcome.inference_seconds,
+                image_count=len(outcome.results),
+                model_count=len(outcome.taggers),
+                total_seconds=outcome.total_seconds,
+            ),
         )

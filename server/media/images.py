@@ -4,6 +4,7 @@ before any pixel is decoded, so a 30000x30000 image is refused without allocatin
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stash_vision.server.arrays import BgrImage
-from stash_vision.server.errors import InvalidInput, TooLarge
+from stash_vision.server.errors import InvalidInput, MediaNotFound, TooLarge
 
 # Our own pixel limit replaces Pillow's decompression-bomb guard (which would raise mid-way).
 Image.MAX_IMAGE_PIXELS = None
@@ -40,6 +41,25 @@ def read_image_file(path: Path, limits: ImageLimits) -> bytes:
         raise InvalidInput(f"{path} is not readable by the server (permission denied)") from None
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def read_archive_member(archive: Path, member: str, limits: ImageLimits) -> bytes:
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            try:
+                info = bundle.getinfo(member)
+            except KeyError:
+                raise MediaNotFound(f"{archive} has no member {member!r}") from None
+            if info.file_size > limits.max_file_bytes:
+                raise TooLarge(
+                    f"{archive}/{member} is {info.file_size / 2**20:.0f} MiB uncompressed, above the limit "
+                    "(STASH_VISION_MAX_IMAGE_FILE_BYTES)"
+                )
+            return bundle.read(info)
+    except zipfile.BadZipFile as error:
+        raise InvalidInput(f"{archive} is not a readable zip archive ({error})") from None
+    except OSError as error:
+        raise InvalidInput(f"cannot read {archive}: {error.strerror or error}") from None
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:

@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound
+
+
+@dataclass(frozen=True)
+class MediaLocation:
+    path: Path
+    # Set for `archive.zip/inner/path`: the member inside the archive at `path`.
+    member: str | None = None
 
 
 class MediaPaths:
@@ -24,16 +32,38 @@ class MediaPaths:
         return raw
 
     def resolve(self, raw: str) -> Path:
+        """A plain file the server may read."""
+        mapped = self._validated(raw)
+        return self._confined_file(Path(mapped), raw, mapped)
+
+    def locate(self, raw: str) -> MediaLocation:
+        """A file, or a member of a zip archive written as `archive.zip/inner/path` (the original
+        server's convention for images inside zip galleries)."""
+        mapped = self._validated(raw)
+        try:
+            return MediaLocation(self._confined_file(Path(mapped), raw, mapped))
+        except MediaNotFound:
+            parts = PurePosixPath(mapped).parts
+            for cut in range(len(parts) - 1, 1, -1):
+                archive = PurePosixPath(*parts[:cut])
+                if archive.suffix.lower() == ".zip" and Path(archive).is_file():
+                    real = self._confined_file(Path(archive), raw, str(archive))
+                    return MediaLocation(real, "/".join(parts[cut:]))
+            raise
+
+    def _validated(self, raw: str) -> str:
         if not raw or not raw.strip():
             raise InvalidInput("empty path")
         if "\x00" in raw:
             raise InvalidInput("path contains a NUL byte")
         mapped = self.map(raw)
-        candidate = Path(mapped)
-        if not candidate.is_absolute():
+        if not Path(mapped).is_absolute():
             raise InvalidInput(f"path must be absolute (a path as the server sees it): {raw!r}")
         if ".." in PurePosixPath(mapped).parts:
             raise InvalidInput(f"path must not contain '..': {raw!r}")
+        return mapped
+
+    def _confined_file(self, candidate: Path, raw: str, mapped: str) -> Path:
         real = candidate.resolve()
         if self.roots and not any(real.is_relative_to(root) for root in self.roots):
             roots = ", ".join(str(r) for r in self.roots)
