@@ -1,0 +1,1 @@
+"""Benchmarks of the stash-vision stack (run as `python -m bench.<name>`)."""
