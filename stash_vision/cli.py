@@ -1,4 +1,5 @@
-"""`stash-vision` command line: serve the stack, run one process of it, manage model weights."""
+"""`stash-vision` command line: serve the stack, run one process of it, manage model weights, import
+user models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from stash_vision.catalog.entries import Catalog, CatalogError
+from stash_vision.catalog.entries import Catalog, CatalogEntry, CatalogError
 from stash_vision.catalog.fetcher import FetchError, fetch, is_fetched
 from stash_vision.settings import Settings
 
@@ -100,6 +101,73 @@ def _models_assemble(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_import_skier233(settings: Settings, args: argparse.Namespace) -> int:
+    from stash_vision.catalog.importers import ModelImportError, import_skier233
+
+    try:
+        entry = import_skier233(
+            Path(args.yaml),
+            settings.user_repository,
+            settings.models_dir,
+            categories_dir=Path(args.categories) if args.categories else None,
+        )
+    except (ModelImportError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return _report_import(settings, entry)
+
+
+def _models_import_onnx(settings: Settings, args: argparse.Namespace) -> int:
+    from stash_vision.catalog.importers import ModelImportError, import_onnx_classifier
+
+    try:
+        entry = import_onnx_classifier(
+            Path(args.onnx),
+            Path(args.labels),
+            args.category,
+            settings.user_repository,
+            settings.models_dir,
+            name=args.name,
+            size=args.size,
+            layout=args.layout,
+            color_order=args.color,
+            scale=args.scale,
+            mean=tuple(args.mean),
+            std=tuple(args.std),
+            resize=args.resize,
+            interpolation=args.interpolation,
+            activation=args.activation,
+            identifier=args.identifier,
+            version=args.version,
+            threshold=args.threshold,
+        )
+    except (ModelImportError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return _report_import(settings, entry)
+
+
+def _report_import(settings: Settings, entry: CatalogEntry) -> int:
+    tagger = entry.tagger
+    if tagger is None or tagger.tags_file is None:  # both importers always write a multilabel tagger
+        raise AssertionError(f"imported entry {entry.name} has no multilabel tagger block")
+    tags = [
+        t for t in (entry.folder / tagger.tags_file).read_text(encoding="utf-8").splitlines() if t.strip()
+    ]
+    print(
+        f"imported {entry.name}: {tagger.display_name} version {tagger.version:g}, identifier "
+        f"{tagger.identifier}, {len(tags)} tags in {', '.join(tagger.categories)}, input "
+        f"{entry.input.width}x{entry.input.height}"
+    )
+    print(f"  entry:         {entry.folder}")
+    print(f"  weights:       {entry.weights_path(settings.models_dir)} (sha256 {entry.weights.sha256})")
+    print(f"  category CSVs: {entry.folder / tagger.categories_dir} (edit them to rename tags)")
+    if settings.models and entry.name not in settings.models:
+        print(f"add {entry.name} to STASH_VISION_MODELS to serve it (the list is set and lacks it)")
+    print("restart `stash-vision serve` to load it")
+    return 0
+
+
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from stash_vision.embedded import triton_binary
     from stash_vision.embedded.runtime_repository import WeightsMissing
@@ -153,6 +221,40 @@ def build_parser() -> argparse.ArgumentParser:
     assemble_parser.add_argument(
         "--native", action="store_true", help="for the official Triton image (onnxruntime backend)"
     )
+    skier233 = models.add_parser(
+        "import-skier233",
+        help="import a free skier233 AITagger model (YAML + TorchScript .pt + .tags.txt), converted to ONNX",
+    )
+    skier233.add_argument("yaml", help="the model's YAML (config/models/<name>.yaml of the original server)")
+    skier233.add_argument(
+        "--categories",
+        metavar="DIR",
+        help="folder of category CSVs (default: categories/ beside the YAML, then ../post_processing/categories)",
+    )
+    onnx = models.add_parser("import-onnx", help="import an ONNX multi-label classifier with a labels file")
+    onnx.add_argument("onnx", help="the .onnx file (weights inside it, not in external data files)")
+    onnx.add_argument("--labels", required=True, metavar="FILE", help="one label per line, in output order")
+    onnx.add_argument("--category", required=True, metavar="NAME", help="AITagger category of its tags")
+    onnx.add_argument("--size", required=True, type=int, metavar="N", help="input width and height")
+    onnx.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW")
+    onnx.add_argument("--color", choices=["RGB", "BGR"], default="RGB", help="channel order")
+    onnx.add_argument("--scale", type=float, default=1 / 255, help="pixel multiplier before mean/std")
+    onnx.add_argument("--mean", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("R", "G", "B"))
+    onnx.add_argument("--std", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("R", "G", "B"))
+    onnx.add_argument("--resize", choices=["stretch", "letterbox", "resize_center_crop"], default="stretch")
+    onnx.add_argument(
+        "--interpolation", choices=["auto", "linear", "cubic", "area", "cubic_antialias"], default="auto"
+    )
+    onnx.add_argument(
+        "--activation",
+        choices=["sigmoid", "none"],
+        default="sigmoid",
+        help="sigmoid for logits; none when the model outputs probabilities",
+    )
+    onnx.add_argument("--name", help="model name (default: the ONNX file name)")
+    onnx.add_argument("--identifier", type=int, default=0, help="AIModelInfo identifier")
+    onnx.add_argument("--version", type=float, default=1.0, help="AIModelInfo version")
+    onnx.add_argument("--threshold", type=float, default=0.5, help="default tag threshold")
     return parser
 
 
@@ -167,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         "fetch": _models_fetch,
         "list": _models_list,
         "assemble": _models_assemble,
+        "import-skier233": _models_import_skier233,
+        "import-onnx": _models_import_onnx,
     }
     key = args.models_command if args.command == "models" else args.command
     try:
