@@ -42,7 +42,9 @@ def _http_error(error: grpc.aio.AioRpcError) -> HTTPException:
     return HTTPException(status_code=status, detail=error.details() or error.code().name)
 
 
-async def _tag(request: Request, body: ImageRequest, naming: tagging_pb2.TagNaming) -> tagging_pb2.TagImagesResponse:
+async def _tag(
+    request: Request, body: ImageRequest, naming: tagging_pb2.TagNaming
+) -> tagging_pb2.TagImagesResponse:
     message = tagging_pb2.TagImagesRequest(
         images=[media_pb2.ImageSource(path=path) for path in body.paths],
         return_confidence=bool(body.return_confidence),
