@@ -6,7 +6,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stash_vision.settings import Settings
-from stash_vision.v1 import inference_pb2_grpc, models_pb2, models_pb2_grpc, tagging_pb2_grpc
+from stash_vision.v1 import (
+    inference_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    tagging_pb2_grpc,
+    video_tagging_pb2_grpc,
+)
 
 # gRPC status -> HTTP status for errors the adapter passes on.
 HTTP_STATUS = {
@@ -37,6 +43,7 @@ class ServerClient:
         self.models = models_pb2_grpc.ModelServiceStub(self.channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
         self.tagging = tagging_pb2_grpc.TaggingServiceStub(self.channel)
+        self.videos = video_tagging_pb2_grpc.VideoTaggingServiceStub(self.channel)
 
     async def serving(self) -> bool:
         try:

@@ -14,7 +14,12 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from stash_vision.catalog.entries import Catalog
-from stash_vision.server.api.servicers import InferenceServicer, ModelServicer, TaggingServicer
+from stash_vision.server.api.servicers import (
+    InferenceServicer,
+    ModelServicer,
+    TaggingServicer,
+    VideoTaggingServicer,
+)
 from stash_vision.server.auth import ApiKeyInterceptor
 from stash_vision.server.health import SERVICES, ReadinessWatcher
 from stash_vision.server.image_source import ImageLoader
@@ -26,9 +31,10 @@ from stash_vision.server.metrics import MetricsInterceptor
 from stash_vision.server.model_registry import ModelRegistry
 from stash_vision.server.taggers.registry import build_taggers
 from stash_vision.server.triton_session import InferenceSession, TritonSession
+from stash_vision.server.video_tagging import VideoTagging
 from stash_vision.server.workers import CpuPool
 from stash_vision.settings import Settings
-from stash_vision.v1 import inference_pb2_grpc, models_pb2_grpc, tagging_pb2_grpc
+from stash_vision.v1 import inference_pb2_grpc, models_pb2_grpc, tagging_pb2_grpc, video_tagging_pb2_grpc
 
 log = logging.getLogger("stash_vision.server")
 
@@ -90,6 +96,15 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         max_images=settings.max_images_per_request,
     )
     tagging_pb2_grpc.add_TaggingServiceServicer_to_server(TaggingServicer(tagging, registry), server)
+    videos = VideoTagging(
+        tagging.taggers,
+        session,
+        loader.paths,
+        pool,
+        max_concurrent_videos=settings.effective_video_decoders,
+        reprocess_with_more_accurate_same_model=settings.reprocess_with_more_accurate_same_model,
+    )
+    video_tagging_pb2_grpc.add_VideoTaggingServiceServicer_to_server(VideoTaggingServicer(videos), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -15,6 +15,7 @@ SERVICES = (
     "stash_vision.v1.InferenceService",
     "stash_vision.v1.ModelService",
     "stash_vision.v1.TaggingService",
+    "stash_vision.v1.VideoTaggingService",
 )
 
 

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         default=True, description="With return_confidence, also drop image tags below their CSV TagThreshold."
     )
 
+    video_decoders: int = Field(
+        default=0, description="Videos decoded at once; 0 = one per core. Others wait their turn."
+    )
+    reprocess_with_more_accurate_same_model: bool = Field(
+        default=False,
+        description="Re-run a category when a more accurate variant of the stored model version is active.",
+    )
+
     library_roots: list[Path] = Field(
         default_factory=list,
         description="Server-side paths must lie under one of these; empty allows any absolute path.",
@@ -115,6 +123,10 @@ class Settings(BaseSettings):
     @property
     def effective_ort_threads(self) -> int:
         return self.ort_threads or max(1, (os.cpu_count() or 1) // 2)
+
+    @property
+    def effective_video_decoders(self) -> int:
+        return self.video_decoders or (os.cpu_count() or 1)
 
     @property
     def effective_decode_threads(self) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import np_to_triton_dtype
@@ -13,7 +16,8 @@ from stash_vision.server.image_tagging import ImageOutcome
 from stash_vision.server.model_registry import ModelInfo
 from stash_vision.server.preprocessing import Geometry
 from stash_vision.server.taggers.base import Tagger
-from stash_vision.v1 import inference_pb2, media_pb2, models_pb2, tagging_pb2
+from stash_vision.server.video_tagging import VideoOutcome, VideoProgress
+from stash_vision.v1 import inference_pb2, media_pb2, models_pb2, tagging_pb2, video_tagging_pb2
 
 
 def image_ref(source: media_pb2.ImageSource) -> ImageRef:
@@ -115,3 +119,42 @@ def image_tags(outcome: ImageOutcome) -> tagging_pb2.ImageTags:
             for category, hits in outcome.categories.items()
         ]
     )
+
+
+def json_or_none(text: str, field: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"{field} is not valid JSON: {error}") from None
+
+
+def video_progress(p: VideoProgress) -> video_tagging_pb2.VideoProgress:
+    return video_tagging_pb2.VideoProgress(
+        frames_done=p.frames_done,
+        frames_total=p.frames_total,
+        elapsed_seconds=p.elapsed_seconds,
+        frames_per_second=p.frames_per_second,
+    )
+
+
+def video_result(o: VideoOutcome) -> video_tagging_pb2.VideoResult:
+    result = video_tagging_pb2.VideoResult(
+        video_tag_info_json=json.dumps(o.video_tag_info) if o.video_tag_info else "",
+        v3_result_json=json.dumps(o.v3_result) if o.v3_result is not None else "",
+        duration=o.duration,
+        partial=o.partial,
+        partial_reason=o.partial_reason,
+        metrics=video_tagging_pb2.VideoMetrics(
+            preprocess_seconds=o.preprocess_seconds,
+            frames_preprocessed=o.frames,
+            inference_seconds=o.inference_seconds,
+            model_count=o.model_count,
+            total_seconds=o.total_seconds,
+            decode_strategy=o.decode_strategy,
+        ),
+    )
+    if o.json_result is not None:
+        result.json_result = o.json_result
+    return result

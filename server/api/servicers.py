@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from stash_vision.server.api import convert
-from stash_vision.server.api.status import mapped_errors
+from stash_vision.server.api.status import mapped_errors, mapped_stream_errors
 from stash_vision.server.image_tagging import ImageTagging, TaggingOptions
 from stash_vision.server.inference import ModelInference
 from stash_vision.server.model_registry import ModelRegistry
 from stash_vision.server.taggers.base import Tagger
+from stash_vision.server.video_tagging import (
+    VideoOptions,
+    VideoProgress,
+    VideoTagging,
+    optimize_marker_settings,
+)
 from stash_vision.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -19,6 +28,8 @@ from stash_vision.v1 import (
     models_pb2_grpc,
     tagging_pb2,
     tagging_pb2_grpc,
+    video_tagging_pb2,
+    video_tagging_pb2_grpc,
 )
 
 
@@ -98,3 +109,38 @@ class TaggingServicer(tagging_pb2_grpc.TaggingServiceServicer):  # type: ignore[
                 total_seconds=outcome.total_seconds,
             ),
         )
+
+
+class VideoTaggingServicer(video_tagging_pb2_grpc.VideoTaggingServiceServicer):  # type: ignore[misc]
+    def __init__(self, videos: VideoTagging) -> None:
+        self.videos = videos
+
+    @mapped_stream_errors
+    async def TagVideo(
+        self, request: video_tagging_pb2.TagVideoRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[video_tagging_pb2.TagVideoResponse]:
+        options = VideoOptions(
+            frame_interval=request.frame_interval,
+            threshold=request.threshold if request.HasField("threshold") else None,
+            return_confidence=request.return_confidence,
+            vr=request.vr_video,
+            existing=convert.json_or_none(request.existing_json, "existing_json"),
+            skip_categories=frozenset(request.categories_to_skip),
+            v3=request.schema == video_tagging_pb2.VIDEO_RESULT_SCHEMA_V3,
+        )
+        async for event in self.videos.tag(request.path, options):
+            if isinstance(event, VideoProgress):
+                yield video_tagging_pb2.TagVideoResponse(progress=convert.video_progress(event))
+            else:
+                yield video_tagging_pb2.TagVideoResponse(result=convert.video_result(event))
+
+    @mapped_errors
+    async def OptimizeMarkerSettings(
+        self,
+        request: video_tagging_pb2.OptimizeMarkerSettingsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> video_tagging_pb2.OptimizeMarkerSettingsResponse:
+        existing = convert.json_or_none(request.existing_json, "existing_json")
+        desired = convert.json_or_none(request.desired_timespan_json, "desired_timespan_json")
+        best = await asyncio.to_thread(optimize_marker_settings, self.videos.categories, existing, desired)
+        return video_tagging_pb2.OptimizeMarkerSettingsResponse(best_settings_json=json.dumps(best))

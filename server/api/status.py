@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -54,5 +54,32 @@ def mapped_errors(method: Handler[R]) -> Handler[R]:
                 grpc.StatusCode.INTERNAL, f"internal error (incident {incident}; see the server log)"
             )
         raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+def mapped_stream_errors(method: StreamHandler) -> StreamHandler:
+    """mapped_errors for server-streaming methods (async generators)."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in method(self, request, context):
+                yield response
+        except errors.StashVisionError as error:
+            await context.abort(code_for(error), str(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            incident = uuid.uuid4().hex[:8]
+            log.exception("internal error in %s (incident %s)", method.__name__, incident)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (incident {incident}; see the server log)"
+            )
 
     return wrapper

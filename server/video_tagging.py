@@ -1,0 +1,382 @@
+"""Tags a video for the AITagger plugin (aitagger-contract.md §1.3, §3.4-3.7).
+
+Decoding runs in its own thread per video and yields only the sampled frames; each frame is
+preprocessed on the CPU pool and sent to every tagger's model, so frames of all concurrent videos
+and images share Triton batches while the next frames decode. At most a few frames per video are
+in flight and at most `max_concurrent_videos` videos decode at once, so memory stays flat however
+long the file is. Existing results decide what to re-run (§3.7); nothing to re-run answers from
+the stored file without decoding. Cancelling the consumer stops decoding and inference."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stash_vision.catalog.entries import InputContract
+from stash_vision.server.arrays import BgrImage, FloatTensor
+from stash_vision.server.errors import InvalidInput
+from stash_vision.server.media import video
+from stash_vision.server.media.paths import MediaPaths
+from stash_vision.server.preprocessing import preprocess
+from stash_vision.server.taggers.base import Tagger
+from stash_vision.server.tagging.ai_json import AIVideoResult, LoadedResult, load_ai_json
+from stash_vision.server.tagging.categories import CategoryConfig
+from stash_vision.server.tagging.reprocess import (
+    ActiveModel,
+    json_result_string,
+    merge_results,
+    plan_reprocessing,
+)
+from stash_vision.server.tagging.timespans import (
+    FrameResult,
+    build_video_tag_info,
+    desired_spans,
+    optimize_clustering,
+    raw_runs,
+    result_from_frames,
+)
+from stash_vision.server.triton_session import InferenceSession
+from stash_vision.server.workers import CpuPool
+
+_FRAMES_IN_FLIGHT = 6
+_PROGRESS_EVERY_S = 1.0
+# v3 merges raw runs across small gaps (server config max_timespan_merge_seconds, §2).
+_V3_MAX_MERGE_S = 4.0
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    frame_interval: float
+    threshold: float | None = None
+    return_confidence: bool = True
+    vr: bool = False
+    existing: Any = None  # the parsed .AI.json, or None
+    skip_categories: frozenset[str] = frozenset()
+    v3: bool = False
+
+
+@dataclass(frozen=True)
+class VideoProgress:
+    frames_done: int
+    frames_total: int
+    elapsed_seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+@dataclass
+class VideoOutcome:
+    duration: float
+    json_result: str | None = None
+    video_tag_info: dict[str, Any] = field(default_factory=dict)
+    v3_result: dict[str, Any] | None = None
+    partial: bool = False
+    partial_reason: str = ""
+    frames: int = 0
+    preprocess_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    total_seconds: float = 0.0
+    model_count: int = 0
+    decode_strategy: str = ""
+
+
+class VideoTagging:
+    def __init__(
+        self,
+        taggers: list[Tagger],
+        session: InferenceSession,
+        paths: MediaPaths,
+        pool: CpuPool,
+        *,
+        max_concurrent_videos: int = 2,
+        reprocess_with_more_accurate_same_model: bool = False,
+    ) -> None:
+        self.taggers = taggers
+        self.session = session
+        self.paths = paths
+        self.pool = pool
+        self.reprocess_more_accurate = reprocess_with_more_accurate_same_model
+        self._decoders = ThreadPoolExecutor(max_concurrent_videos, thread_name_prefix="video")
+        self._video_slots = asyncio.Semaphore(max_concurrent_videos)
+        self.categories = CategoryConfig.of(
+            settings for tagger in taggers for settings in tagger.category_config.categories.values()
+        )
+
+    def _validate(self, options: VideoOptions) -> None:
+        interval = options.frame_interval
+        if not isinstance(interval, (int, float)) or not math.isfinite(interval) or interval <= 0:
+            raise InvalidInput(f"frame_interval must be a positive number of seconds, got {interval!r}")
+        if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+            raise InvalidInput(f"threshold must lie between 0 and 1, got {options.threshold}")
+
+    def _existing(self, options: VideoOptions) -> LoadedResult | None:
+        if options.existing is None:
+            return None
+        try:
+            return load_ai_json(options.existing, self.categories)
+        except ValueError as error:
+            raise InvalidInput(f"existing_json_data is not a usable .AI.json: {error}") from None
+
+    def _active_models(self, options: VideoOptions) -> list[ActiveModel]:
+        return [
+            ActiveModel(
+                file_name=t.spec.display_name,
+                version=t.spec.version,
+                identifier=t.spec.identifier,
+                categories=tuple(c for c in t.categories if c not in options.skip_categories),
+            )
+            for t in self.taggers
+            if any(c not in options.skip_categories for c in t.categories)
+        ]
+
+    async def tag(self, raw_path: str, options: VideoOptions) -> AsyncIterator[VideoProgress | VideoOutcome]:
+        started = time.perf_counter()
+        self._validate(options)
+        path = self.paths.resolve(raw_path)
+        loaded = None if options.v3 else self._existing(options)
+        active = self._active_models(options)
+        if not active:
+            raise InvalidInput("no tagger is active (none configured, or every category skipped)")
+        threshold = (
+            options.threshold
+            if options.threshold is not None
+            else min(t.spec.threshold for t in self.taggers)
+        )
+        plan = plan_reprocessing(
+            loaded.result if loaded else None,
+            active,
+            frame_interval=options.frame_interval,
+            threshold=threshold,
+            reprocess_with_more_accurate_same_model=self.reprocess_more_accurate,
+        )
+        if loaded is not None and plan.nothing_to_run:
+            # Everything stored is still valid: answer without decoding a single frame.
+            yield self._answer(loaded, loaded.result, rerun=False, started=started)
+            return
+
+        run_names = {m.file_name for m in plan.models_to_run}
+        taggers = [t for t in self.taggers if t.spec.display_name in run_names]
+        run_categories = set(plan.run_categories)
+        info = await asyncio.get_running_loop().run_in_executor(self._decoders, video.probe, path)
+        progress: asyncio.Queue[VideoProgress] = asyncio.Queue(maxsize=16)
+        async with self._video_slots:
+            collector = asyncio.create_task(
+                self._collect(path, info, taggers, run_categories, threshold, options, progress)
+            )
+            try:
+                while not collector.done():
+                    waiter = asyncio.ensure_future(progress.get())
+                    await asyncio.wait({waiter, collector}, return_when=asyncio.FIRST_COMPLETED)
+                    if waiter.done():
+                        yield waiter.result()
+                    else:
+                        waiter.cancel()
+                frames, report, stats = await collector
+            finally:
+                # The consumer went away (client cancelled): stop decoding and inference.
+                collector.cancel()
+        yield VideoProgress(stats.done, stats.total, time.perf_counter() - started)
+        outcome_frames = frames
+        if not outcome_frames:
+            raise InvalidInput(f"{raw_path}: no decodable video frames ({report.error or 'empty stream'})")
+        duration = info.duration_s
+        if options.v3:
+            yield self._v3_answer(outcome_frames, duration, taggers, options, report, started, stats)
+            return
+        fresh = result_from_frames(
+            outcome_frames,
+            duration=duration,
+            frame_interval=options.frame_interval,
+            models=plan.model_infos(options.frame_interval, threshold),
+        )
+        merged = merge_results(loaded.result, fresh, plan.run_categories) if loaded else fresh
+        outcome = self._answer(loaded, merged, rerun=True, started=started)
+        outcome.partial, outcome.partial_reason = report.partial, report.error or ""
+        outcome.frames = len(outcome_frames)
+        outcome.preprocess_seconds, outcome.inference_seconds = (
+            stats.preprocess_seconds,
+            stats.inference_seconds,
+        )
+        outcome.model_count = len(taggers)
+        outcome.decode_strategy = str(report.strategy)
+        yield outcome
+
+    def _answer(
+        self, loaded: LoadedResult | None, result: AIVideoResult, *, rerun: bool, started: float
+    ) -> VideoOutcome:
+        info = build_video_tag_info(result, self.categories)
+        return VideoOutcome(
+            duration=result.metadata.duration,
+            json_result=json_result_string(result, rerun=rerun, converted=bool(loaded and loaded.converted)),
+            video_tag_info=info.model_dump(),
+            total_seconds=time.perf_counter() - started,
+        )
+
+    def _v3_answer(
+        self,
+        frames: list[FrameResult],
+        duration: float,
+        taggers: list[Tagger],
+        options: VideoOptions,
+        report: video.DecodeReport,
+        started: float,
+        stats: _Stats,
+    ) -> VideoOutcome:
+        runs = raw_runs(frames, options.frame_interval, max_merge=_V3_MAX_MERGE_S)
+        v3 = {
+            "schema_version": 3,
+            "duration": duration,
+            "frame_interval": float(options.frame_interval),
+            "models": [
+                {
+                    "name": t.spec.display_name,
+                    "identifier": t.spec.identifier,
+                    "version": t.spec.version,
+                    "categories": t.categories,
+                    "type": "ImClass",
+                }
+                for t in taggers
+            ],
+            "timespans": {
+                category: {
+                    tag: [{"start": span.start, "end": span.end, "confidence": None} for span in spans]
+                    for tag, spans in by_tag.items()
+                }
+                for category, by_tag in runs.items()
+            },
+        }
+        return VideoOutcome(
+            duration=duration,
+            v3_result=v3,
+            partial=report.partial,
+            partial_reason=report.error or "",
+            frames=len(frames),
+            preprocess_seconds=stats.preprocess_seconds,
+            inference_seconds=stats.inference_seconds,
+            total_seconds=time.perf_counter() - started,
+            model_count=len(taggers),
+            decode_strategy=str(report.strategy),
+        )
+
+    async def _collect(
+        self,
+        path: Any,
+        info: video.VideoInfo,
+        taggers: list[Tagger],
+        run_categories: set[str],
+        threshold: float,
+        options: VideoOptions,
+        progress: asyncio.Queue[VideoProgress],
+    ) -> tuple[list[FrameResult], video.DecodeReport, _Stats]:
+        loop = asyncio.get_running_loop()
+        samples = video.iter_samples(path, options.frame_interval, vr=options.vr, info=info)
+        contracts = list(dict.fromkeys(t.entry.input for t in taggers))
+        stats = _Stats(total=samples.expected_samples)
+        results: list[FrameResult] = []
+        slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
+
+        async def tag_frame(sample: video.Sample) -> None:
+            try:
+                prepared = time.perf_counter()
+                tensors = await self.pool.run(_prepare, sample.frame, contracts)
+                stats.preprocess_seconds += time.perf_counter() - prepared
+                inferring = time.perf_counter()
+                per_tagger = await asyncio.gather(
+                    *(
+                        self.session.infer(
+                            t.model, {t.entry.input.tensor: tensors[t.entry.input][np.newaxis]}, t.outputs
+                        )
+                        for t in taggers
+                    )
+                )
+                stats.inference_seconds += time.perf_counter() - inferring
+                tags: dict[str, list[Any]] = {}
+                for tagger, outputs in zip(taggers, per_tagger, strict=True):
+                    for category, scores in tagger.scores(outputs).items():
+                        if category not in run_categories:
+                            continue
+                        hits = tags.setdefault(category, [])
+                        for tag, confidence in scores.items():
+                            if confidence > threshold:
+                                hits.append((tag, round(confidence, 2)) if options.return_confidence else tag)
+                results.append(FrameResult(time=sample.time_s, tags=tags))
+                stats.done += 1
+            finally:
+                slots.release()
+
+        iterator: Iterator[video.Sample] = iter(samples)
+        try:
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    await slots.acquire()
+                    sample = await loop.run_in_executor(self._decoders, next, iterator, None)
+                    if sample is None:
+                        slots.release()
+                        break
+                    group.create_task(tag_frame(sample))
+                    event = stats.maybe_report(time.perf_counter())
+                    if event is not None and not progress.full():
+                        progress.put_nowait(event)  # progress is lossy: a slow reader never blocks work
+        finally:
+            # Stops the decoder thread's work on cancellation too (client gone, Triton down).
+            close = getattr(samples, "close", None)
+            if close is not None:
+                await loop.run_in_executor(self._decoders, close)
+        results.sort(key=lambda frame: frame.time)
+        return results, samples.report, stats
+
+
+def _prepare(frame: BgrImage, contracts: list[InputContract]) -> dict[InputContract, FloatTensor]:
+    return {contract: preprocess(frame, contract)[0] for contract in contracts}
+
+
+class _Stats:
+    """Counters of one video."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.perf_counter()
+        self.last_report = self.started
+        self.preprocess_seconds = 0.0
+        self.inference_seconds = 0.0
+
+    def maybe_report(self, now: float) -> VideoProgress | None:
+        if now - self.last_report < _PROGRESS_EVERY_S:
+            return None
+        self.last_report = now
+        return VideoProgress(self.done, self.total, now - self.started)
+
+
+def optimize_marker_settings(
+    categories: CategoryConfig, existing: Any, desired_timespan_data: Any, top: int = 10
+) -> list[dict[str, float]]:
+    """The clustering parameter sweep of `/optimize_timeframe_settings/` (§1.4, §3.6)."""
+    try:
+        loaded = load_ai_json(existing, categories)
+        desired = desired_spans(desired_timespan_data, categories)
+    except (ValueError, TypeError, KeyError) as error:
+        raise InvalidInput(f"cannot read the request: {error}") from None
+    if not desired:
+        raise InvalidInput("desired_timespan_data names no tag with spans")
+    return [
+        {
+            "density_weight": r.params.density_weight,
+            "gap_factor": r.params.gap_factor,
+            "average_factor": r.params.average_factor,
+            "min_gap": r.params.min_gap,
+            "loss": round(r.loss, 4),
+            "seconds_difference": round(r.seconds_diff, 4),
+            "marker_count_difference": r.count_mismatch,
+        }
+        for r in optimize_clustering(loaded.result, categories, desired, top=top)
+    ]
