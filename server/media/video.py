@@ -20,8 +20,11 @@ Three ways to get those frames (`Strategy`), chosen per file by `sample_plan`:
 
 The tolerance of the timestamp-based strategies is TOLERANCE_FRAMES: a sample may come from a frame
 up to 2 frames (≤ 83 ms at 24 fps) away from frame k·step, far below the grid's own drift above.
-SEEK decodes the exact frame; only SKIP_NONREF uses the tolerance, and when a run of skipped frames
-is longer than that it decodes the stretch again in full for the rest of the file.
+SEEK decodes every frame from the keyframe on, so it finds the exact frame unless the stream lacks
+it. SKIP_NONREF relies on the tolerance (x264's B-pyramid leaves single non-reference frames between
+references, 1 frame away); where a run of skipped frames is longer, it decodes that stretch again
+in full and the rest of the file without skipping. Any sign that the timestamps do not match the
+frame order (a frame going backwards, sample 0 missing) restarts the file as SEQUENTIAL.
 
 Only sampled frames are converted to arrays (`to_ndarray` on a PyAV frame); everything else stays
 inside FFmpeg. The iterator holds at most two decoded frames besides FFmpeg's own thread buffers, so
@@ -30,6 +33,7 @@ memory does not grow with the file's length. All of it is blocking: callers run 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Generator, Iterator
@@ -58,19 +62,19 @@ TOLERANCE_FRAMES: Final = 2
 # tolerance two samples could land on one frame.
 _MIN_STEP_FOR_SKIPPING: Final = 2 * TOLERANCE_FRAMES + 1
 
-# Seek-per-sample is chosen when keyframes are at most this many steps apart. Measured on 1080p
-# H.264 (see the module's measurement notes in the report): with B-frames, decoding through with
-# SKIP_NONREF costs ~0.55 of a full decode, and a seek decodes on average half a GOP plus the
-# decoder's pipeline, so SEEK wins up to GOP ≈ step. Without B-frames there is nothing cheaper than
-# a full decode to compare with, and the hybrid SEEK still skips every GOP that holds no sample.
+# Seek-per-sample is chosen when keyframes are at most this many steps apart. Measured on 60 s of
+# 1080p H.264 with 3 B-frames, 2 cores (CPU seconds): SKIP_NONREF costs 0.65 of a full decode; with
+# 1 s GOPs SEEK beat it at step 1.1 GOP (7.5 vs 8.6 s) and lost at step 0.7 GOP (9.3 vs 8.6 s).
+# Without B-frames there is nothing cheaper than a full decode to compare with, and SEEK, which
+# only seeks when the index shows a keyframe ahead, skips every GOP that holds no sample.
 _SEEK_MAX_GOP_STEPS_WITH_B_FRAMES: Final = 1.0
 _SEEK_MAX_GOP_STEPS: Final = 2.0
 # A seek flushes the decoder's frame threads and re-reads from a keyframe; it is only worth it
 # when it skips more frames than that costs.
 _SEEK_MIN_GAIN_FRAMES: Final = 12
-# The container index holds decode timestamps; a keyframe is displayed up to the reorder delay
-# later, so the seek decision looks this many frames before the target when B-frames exist.
-_REORDER_MARGIN_FRAMES: Final = 3
+# MP4's index holds decode timestamps, which run ahead of presentation by the B-frame reorder
+# delay; the delay is read off the first keyframe and trusted up to this many frames.
+_MAX_INDEX_OFFSET_FRAMES: Final = 16
 
 # Keyframe spacing comes from the container's seek index when it has one (no reading at all),
 # probed at this many points spread over the file.
@@ -112,8 +116,9 @@ class VideoInfo:
     """Coded size; a frame with a 90° display rotation comes out height × width."""
     codec: str
     keyframe_interval_s: float | None
-    """Mean keyframe spacing among the first packets; None when fewer than two keyframes were seen
-    within the probe's bounded read (keyframes at least that sparse)."""
+    """Mean keyframe spacing: from the seek index around points spread over the file, else from
+    the first packets (bounded read, no decoding); None when fewer than two keyframes were found
+    (keyframes at least that sparse)."""
     has_b_frames: bool
     container_format: str
     header_frames: int
@@ -121,7 +126,7 @@ class VideoInfo:
     timestamps_reliable: bool
     """Whether frames can be identified by timestamp (see `_timestamps_reliable`)."""
     indexed: bool
-    """Whether the container has a seek index (keyframe positions known without reading)."""
+    """Whether the container's seek index knows keyframes (positions known without reading)."""
 
     @property
     def keyframe_interval_frames(self) -> float | None:
@@ -244,6 +249,7 @@ def _probe_stream(container: InputContainer, stream: VideoStream, file: Path) ->
     if context.width <= 0 or context.height <= 0:
         raise InvalidInput(f"{file}: the video stream has no frame size (unreadable stream header)")
 
+    _load_index(container, stream)
     indexed_interval = _index_keyframe_interval(stream)
     window = _read_packet_window(container, stream, want_keyframes=indexed_interval is None)
     if window.packets == 0:
@@ -301,6 +307,14 @@ class _PacketWindow:
     complete: bool = False
     """The whole stream fitted in the window."""
     error: str | None = None
+
+
+def _load_index(container: InputContainer, stream: VideoStream) -> None:
+    """Matroska reads its cues (the seek index) only on the first seek; seeking to the start loads
+    them, and costs nothing where the index is already there or absent."""
+    if len(stream.index_entries) < 2:
+        with contextlib.suppress(av.error.FFmpegError):
+            container.seek(stream.start_time or 0, stream=stream, backward=True)
 
 
 def _index_keyframe_interval(stream: VideoStream) -> float | None:
@@ -408,8 +422,8 @@ def _discard_other_streams(container: InputContainer, stream: VideoStream) -> No
 
 def sample_plan(info: VideoInfo, frame_interval: float, *, strategy: Strategy | None = None) -> SamplePlan:
     """The frames to sample and how to reach them. `strategy` overrides the choice (tests and
-    measurements); an override that needs timestamps still falls back to SEQUENTIAL at decode time
-    if the timestamps turn out unusable.
+    measurements), except that steps below 5 are always counted; an override that needs
+    timestamps still falls back to SEQUENTIAL at decode time if the timestamps turn out unusable.
 
     frame_interval must be a finite number of seconds > 0. One larger than the video gives exactly
     one sample, at 0 s: step exceeds the frame count, so only frame 0 qualifies, as with FFmpeg's
@@ -422,7 +436,13 @@ def sample_plan(info: VideoInfo, frame_interval: float, *, strategy: Strategy | 
         raise InvalidInput(f"frame_interval must be a number of seconds > 0, got {frame_interval!r}")
     step = max(1, round(info.fps * frame_interval))
     expected = max(1, math.ceil(info.frame_count_estimate / step))
-    chosen, reason = _choose_strategy(info, step) if strategy is None else (strategy, "requested")
+    if strategy is None:
+        chosen, reason = _choose_strategy(info, step)
+    elif strategy is not Strategy.SEQUENTIAL and step < _MIN_STEP_FOR_SKIPPING:
+        # With the tolerance, neighbouring samples could share a frame: counting is the only way.
+        chosen, reason = Strategy.SEQUENTIAL, f"{strategy} requested, but step {step} needs counting"
+    else:
+        chosen, reason = strategy, "requested"
     return SamplePlan(
         frame_interval=float(frame_interval),
         step=step,
@@ -506,6 +526,7 @@ class SampleIterator(Iterator[Sample]):
         self._last_index = -1
         self._last_time: float | None = None
         self._missing = 0
+        self._complete_by_header = False
         self._stop_error: str | None = None
         self._decode_errors = 0
         self._first_decode_error: str | None = None
@@ -560,15 +581,18 @@ class SampleIterator(Iterator[Sample]):
                     self._missing = 0
                     self._stop_error = None
                     yield from self._by_count()
-        except (av.error.FFmpegError, ValueError) as error:
+        except Exception as error:
             # Not expected (packet-level failures are handled in _frames), but a sampled frame that
-            # cannot be converted, say, must still end as a partial result once samples went out.
+            # cannot be converted, or the file vanishing before a fallback reopens it, must end as a
+            # partial result once samples went out: the caller has already used them.
+            failure = f"{type(error).__name__}: {error}"
             if self._samples == 0:
-                self._finish(stopped=False, failure=f"{type(error).__name__}: {error}")
-            self._stop_error = (
-                f"decoding failed after frame {self._last_index}: {type(error).__name__}: {error}"
-            )
-        self._finish(stopped=False)
+                if isinstance(error, av.error.FFmpegError | ValueError):
+                    self._finish(failure=failure)  # raises InvalidInput: no decodable frames
+                self._finish(failure=failure, raise_if_empty=False)
+                raise
+            self._stop_error = f"decoding failed after frame {self._last_index}: {failure}"
+        self._finish()
 
     def _open(self) -> tuple[InputContainer, VideoStream]:
         container = _open_input(self.path)
@@ -582,7 +606,7 @@ class SampleIterator(Iterator[Sample]):
             raise
         return container, stream
 
-    def _frames(self, container: InputContainer, stream: VideoStream) -> Iterator[VideoFrame]:
+    def _frames(self, container: InputContainer, stream: VideoStream) -> Generator[VideoFrame, None, None]:
         """Decoded frames in output order. Packets the decoder rejects are skipped (as FFmpeg's CLI
         does); a demuxer failure or a decoder that keeps failing ends the stream early, recorded in
         `_stop_error` for the report."""
@@ -673,8 +697,16 @@ class SampleIterator(Iterator[Sample]):
                 raise _TimestampsUnusable("the stream has no time base")
             ticks_per_frame = 1 / (time_base * self.info.fps)
             origin: int | None = stream.start_time
-            reorder_margin = _REORDER_MARGIN_FRAMES * ticks_per_frame if self.info.has_b_frames else 0.0
-            index_entries = stream.index_entries if seeking else None
+            if seeking:
+                _load_index(container, stream)
+            index_entries = stream.index_entries if seeking and len(stream.index_entries) else None
+            index_offset = 0
+            if index_entries is not None and origin is not None and index_entries[0].is_keyframe:
+                # Presentation minus index time of the first keyframe: 0 where the index holds
+                # presentation times (Matroska cues), the reorder delay where it holds decode times.
+                offset = origin - index_entries[0].timestamp
+                if 0 <= offset <= _MAX_INDEX_OFFSET_FRAMES * ticks_per_frame:
+                    index_offset = offset
 
             def pts_of(index: int) -> int:
                 return (origin or 0) + round(index * ticks_per_frame)
@@ -686,12 +718,17 @@ class SampleIterator(Iterator[Sample]):
             consider_seek = seeking
             while True:
                 target = k * step
+                if seeking and 0 < self.info.header_frames <= target:
+                    # The container counts its frames exactly (MP4's sample table): nothing to seek
+                    # to past the last one, and no reason to decode the last GOP through to its end.
+                    self._complete_by_header = True
+                    break
                 if consider_seek and index_entries is not None and origin is not None:
                     consider_seek = False
                     if self._keyframe_ahead(
                         index_entries,
-                        pts_of(target) - reorder_margin,
-                        origin,
+                        pts_of(target) - index_offset,
+                        origin - index_offset,
                         ticks_per_frame,
                         self._last_index,
                     ):
@@ -701,6 +738,7 @@ class SampleIterator(Iterator[Sample]):
                             self._warnings.append(f"seeking failed ({error}); decoding through instead")
                             index_entries = None
                         else:
+                            frames.close()
                             frames = self._frames(container, stream)
                             previous, last = None, -1
                 frame = next(frames, None)
@@ -740,6 +778,7 @@ class SampleIterator(Iterator[Sample]):
                             raise _TimestampsUnusable(
                                 f"cannot seek back to frame {target}: {error}"
                             ) from None
+                        frames.close()
                         frames = self._frames(container, stream)
                         previous, last, restart = None, -1, True
                         break
@@ -772,7 +811,9 @@ class SampleIterator(Iterator[Sample]):
 
     # -- report
 
-    def _finish(self, *, stopped: bool, failure: str | None = None) -> None:
+    def _finish(
+        self, *, stopped: bool = False, failure: str | None = None, raise_if_empty: bool = True
+    ) -> None:
         info, plan = self.info, self.plan
         problems: list[str] = [failure] if failure else []
         if stopped:
@@ -786,7 +827,8 @@ class SampleIterator(Iterator[Sample]):
         # A header that overstates the stream by up to a second (or 2 %) is common (audio longer
         # than video, rounding); beyond that the file ends or stops decoding early.
         margin = max(round(info.fps), math.ceil(0.02 * info.frame_count_estimate))
-        if not stopped and self._last_index < info.frame_count_estimate - 1 - margin:
+        ended_early = self._last_index < info.frame_count_estimate - 1 - margin
+        if not stopped and not self._complete_by_header and ended_early:
             reached = "" if self._last_time is None else f", the last at {self._last_time:.1f} s"
             problems.append(
                 f"only {self._last_index + 1} of the {info.frame_count_estimate} frames the header announces "
@@ -808,7 +850,7 @@ class SampleIterator(Iterator[Sample]):
             warnings=tuple(warnings),
             elapsed_s=time.perf_counter() - self._started,
         )
-        if self._samples == 0 and not stopped:
+        if self._samples == 0 and not stopped and raise_if_empty:
             raise InvalidInput(
                 f"no decodable video frames in {self.path}"
                 + (f" ({self._report.error})" if self._report.error else "")

@@ -116,6 +116,13 @@ def dense_keyframes(media: Path) -> Path:
     return write_video(media / "dense.mp4", gop=10)
 
 
+@pytest.fixture(scope="module", params=["mp4", "mkv"])
+def dense_any_container(media: Path, request: pytest.FixtureRequest) -> Path:
+    """The same in MP4 (index of decode times) and Matroska (cues of presentation times, loaded on
+    the first seek)."""
+    return write_video(media / f"dense_any.{request.param}", gop=10)
+
+
 @pytest.fixture(scope="module")
 def one_keyframe(media: Path) -> Path:
     """H.264 with B-frames and a single keyframe: nothing to seek to."""
@@ -280,9 +287,9 @@ def test_the_generated_file_is_what_the_tests_assume(dense_keyframes: Path) -> N
 @pytest.mark.parametrize("strategy", list(Strategy))
 @pytest.mark.parametrize("interval", [0.4, 1.0, 2.0])
 def test_every_strategy_samples_frame_k_times_step_at_k_times_interval(
-    dense_keyframes: Path, strategy: Strategy, interval: float
+    dense_any_container: Path, strategy: Strategy, interval: float
 ) -> None:
-    iterator = video.iter_samples(dense_keyframes, interval, strategy=strategy)
+    iterator = video.iter_samples(dense_any_container, interval, strategy=strategy)
     plan = iterator.plan
     samples = collect(iterator)
     report = iterator.report
@@ -318,10 +325,17 @@ def test_skipping_non_reference_frames_decodes_fewer_frames(one_keyframe: Path) 
     assert iterator.report.decoded_frames <= FRAMES * 0.6
 
 
-def test_seeking_skips_whole_gops(dense_keyframes: Path) -> None:
-    iterator = video.iter_samples(dense_keyframes, 2.0, strategy=Strategy.SEEK)
+def test_seeking_skips_whole_gops(dense_any_container: Path) -> None:
+    iterator = video.iter_samples(dense_any_container, 2.0, strategy=Strategy.SEEK)
     assert [s.source_frame_index for s in collect(iterator)] == [0, 50]
     assert iterator.report.decoded_frames < FRAMES / 2
+
+
+def test_the_seek_index_gives_the_keyframe_spacing(dense_any_container: Path) -> None:
+    info = video.probe(dense_any_container)
+    assert info.indexed and info.timestamps_reliable
+    assert info.keyframe_interval_s == pytest.approx(0.4)
+    assert sample_plan(info, 1.0).strategy is Strategy.SEEK
 
 
 def test_the_plan_picks_seek_for_dense_keyframes_and_nonref_skipping_for_one_long_gop(
