@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from fastapi import HTTPException, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stash_vision.settings import Settings
@@ -60,3 +61,16 @@ class ServerClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def server_of(request: Request) -> ServerClient:
+    """The app's one ServerClient (created in the lifespan)."""
+    client: ServerClient = request.app.state.server
+    return client
+
+
+def http_error(error: grpc.aio.AioRpcError) -> HTTPException:
+    """A failed call as the HTTP error the plugin sees: status by gRPC code, the server's message as detail."""
+    return HTTPException(
+        status_code=HTTP_STATUS.get(error.code(), 500), detail=error.details() or error.code().name
+    )

@@ -12,15 +12,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stash_vision import __version__
-from stash_vision.adapter.server_client import ServerClient
+from stash_vision.adapter.server_client import ServerClient, server_of
 from stash_vision.v1 import models_pb2
 
 router = APIRouter()
-
-
-def _client(request: Request) -> ServerClient:
-    client: ServerClient = request.app.state.server
-    return client
 
 
 async def _ready_models(client: ServerClient) -> list[models_pb2.Model]:
@@ -29,7 +24,7 @@ async def _ready_models(client: ServerClient) -> list[models_pb2.Model]:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    client = _client(request)
+    client = server_of(request)
     try:
         if await client.serving():
             models = await _ready_models(client)
@@ -42,7 +37,7 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    client = _client(request)
+    client = server_of(request)
     body: dict[str, Any] = {
         "status": "ok",
         "version": __version__,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from stash_vision.adapter.server_client import HTTP_STATUS, ServerClient
+from stash_vision.adapter.server_client import http_error, server_of
 from stash_vision.v1 import media_pb2, tagging_pb2
 
 router = APIRouter()
@@ -32,16 +32,6 @@ class ImageRequest(BaseModel):
     categories_to_skip: list[StrictStr] = Field(default_factory=list)
 
 
-def _client(request: Request) -> ServerClient:
-    client: ServerClient = request.app.state.server
-    return client
-
-
-def _http_error(error: grpc.aio.AioRpcError) -> HTTPException:
-    status = HTTP_STATUS.get(error.code(), 500)
-    return HTTPException(status_code=status, detail=error.details() or error.code().name)
-
-
 async def _tag(
     request: Request, body: ImageRequest, naming: tagging_pb2.TagNaming
 ) -> tagging_pb2.TagImagesResponse:
@@ -53,13 +43,13 @@ async def _tag(
     )
     if body.threshold is not None:
         message.threshold = body.threshold
-    client = _client(request)
+    client = server_of(request)
     try:
         reply: tagging_pb2.TagImagesResponse = await client.tagging.TagImages(
             message, timeout=_TAG_TIMEOUT_S, metadata=client.metadata
         )
     except grpc.aio.AioRpcError as error:
-        raise _http_error(error) from None
+        raise http_error(error) from None
     return reply
 
 
@@ -118,11 +108,11 @@ async def process_images_v3(request: Request, body: ImageRequest) -> dict[str, A
 
 @router.get("/v3/current_ai_models/")
 async def current_ai_models(request: Request) -> list[dict[str, Any]]:
-    client = _client(request)
+    client = server_of(request)
     try:
         reply = await client.tagging.ListTaggers(
             tagging_pb2.ListTaggersRequest(), timeout=10, metadata=client.metadata
         )
     except grpc.aio.AioRpcError as error:
-        raise _http_error(error) from None
+        raise http_error(error) from None
     return [_model_info(t) for t in reply.taggers]

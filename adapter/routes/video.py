@@ -12,7 +12,7 @@ import grpc
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from stash_vision.adapter.server_client import HTTP_STATUS, ServerClient
+from stash_vision.adapter.server_client import http_error, server_of
 from stash_vision.v1 import video_tagging_pb2
 
 log = logging.getLogger("stash_vision.adapter")
@@ -44,17 +44,6 @@ class OptimizeRequest(BaseModel):
     desired_timespan_data: dict[str, list[Any]]
 
 
-def _client(request: Request) -> ServerClient:
-    client: ServerClient = request.app.state.server
-    return client
-
-
-def _http_error(error: grpc.aio.AioRpcError) -> HTTPException:
-    return HTTPException(
-        status_code=HTTP_STATUS.get(error.code(), 500), detail=error.details() or error.code().name
-    )
-
-
 async def _run(
     request: Request, body: VideoRequest, schema: video_tagging_pb2.VideoResultSchema
 ) -> video_tagging_pb2.VideoResult:
@@ -69,7 +58,7 @@ async def _run(
     )
     if body.threshold is not None:
         message.threshold = body.threshold
-    client = _client(request)
+    client = server_of(request)
     result: video_tagging_pb2.VideoResult | None = None
     try:
         # The stream ends when the client disconnects: FastAPI cancels this coroutine, which
@@ -80,7 +69,7 @@ async def _run(
             if event.HasField("result"):
                 result = event.result
     except grpc.aio.AioRpcError as error:
-        raise _http_error(error) from None
+        raise http_error(error) from None
     if result is None:
         raise HTTPException(status_code=502, detail="the server ended the video stream without a result")
     return result
@@ -130,7 +119,7 @@ async def process_video_v3(request: Request, body: VideoRequest) -> dict[str, An
 
 @router.post("/optimize_timeframe_settings/")
 async def optimize_timeframe_settings(request: Request, body: OptimizeRequest) -> list[dict[str, Any]]:
-    client = _client(request)
+    client = server_of(request)
     message = video_tagging_pb2.OptimizeMarkerSettingsRequest(
         existing_json=json.dumps(body.existing_json_data),
         desired_timespan_json=json.dumps(body.desired_timespan_data),
@@ -138,7 +127,7 @@ async def optimize_timeframe_settings(request: Request, body: OptimizeRequest) -
     try:
         reply = await client.videos.OptimizeMarkerSettings(message, timeout=600, metadata=client.metadata)
     except grpc.aio.AioRpcError as error:
-        raise _http_error(error) from None
+        raise http_error(error) from None
     best: list[dict[str, Any]] = json.loads(reply.best_settings_json)
     # The plugin ignores the body; the log is where the original server showed these.
     for rank, settings in enumerate(best, 1):
