@@ -119,14 +119,17 @@ class VideoTaggingServicer(video_tagging_pb2_grpc.VideoTaggingServiceServicer): 
     async def TagVideo(
         self, request: video_tagging_pb2.TagVideoRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[video_tagging_pb2.TagVideoResponse]:
+        v3 = request.schema == video_tagging_pb2.VIDEO_RESULT_SCHEMA_V3
         options = VideoOptions(
             frame_interval=request.frame_interval,
             threshold=request.threshold if request.HasField("threshold") else None,
-            return_confidence=request.return_confidence,
+            # Schema 3 runs carry no confidence (the original hard-codes return_confidence=False
+            # there), so frames merge into runs across small gaps whatever their confidence.
+            return_confidence=request.return_confidence and not v3,
             vr=request.vr_video,
             existing=convert.json_or_none(request.existing_json, "existing_json"),
             skip_categories=frozenset(request.categories_to_skip),
-            v3=request.schema == video_tagging_pb2.VIDEO_RESULT_SCHEMA_V3,
+            v3=v3,
         )
         async for event in self.videos.tag(request.path, options):
             if isinstance(event, VideoProgress):

@@ -282,3 +282,21 @@ def test_ten_concurrent_videos_all_finish(video_stack: Stack, pattern_video: Pat
             pool.map(lambda i: post(video_stack, "/process_video/", request(files[i % 3])), range(10))
         )
     assert [r.status_code for r in responses] == [200] * 10
+
+
+def test_v3_route_gives_schema_3_runs_with_model_names(video_stack: Stack, pattern_video: Path) -> None:
+    response = post(video_stack, "/v3/process_video/", request(pattern_video, threshold=0.5))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    result = body["result"]
+    assert result["schema_version"] == 3
+    assert result["frame_interval"] == 2.0
+    assert [m["name"] for m in result["models"]] == ["synthetic_tagger"], (
+        "fully skipped models are not listed"
+    )
+    # Model tag names, no confidences, runs merged across gaps up to 4 s.
+    assert result["timespans"]["synthetic"]["Bright"] == [
+        {"start": 0.0, "end": 8.0, "confidence": None},
+        {"start": 20.0, "end": 28.0, "confidence": None},
+    ]
+    assert body["metrics"]["frames_preprocessed"] == 15
