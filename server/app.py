@@ -94,6 +94,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         pool,
         use_category_image_thresholds=settings.use_category_image_thresholds,
         max_images=settings.max_images_per_request,
+        global_in_flight=settings.images_in_flight,
     )
     tagging_pb2_grpc.add_TaggingServiceServicer_to_server(TaggingServicer(tagging, registry), server)
     videos = VideoTagging(

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(
         default=1000, description="Images in one tagging request (the plugin sends 320)."
     )
+    images_in_flight: int = Field(
+        default=8,
+        description="Images decoded and in Triton at once across all requests; bounds memory (each is a full tensor).",
+    )
     use_category_image_thresholds: bool = Field(
         default=True, description="With return_confidence, also drop image tags below their CSV TagThreshold."
     )
