@@ -322,9 +322,14 @@ def outside_cores(seconds: float = _LOAD_PROBE_S) -> float:
 
 
 def other_benchmarks() -> list[str]:
-    """Command lines of other benchmarks running now (not ours: our tree is excluded)."""
+    """Command lines of other benchmarks running now. Our own tree is excluded, and so are our
+    ancestors (the shell that started us may name our log file or cache folder)."""
+    parents, cmdlines = _all_processes()
     ours = {proc.pid for proc in process_tree(os.getpid())}
-    _, cmdlines = _all_processes()
+    ancestor = parents.get(os.getpid(), 0)
+    while ancestor > 1 and ancestor not in ours:
+        ours.add(ancestor)
+        ancestor = parents.get(ancestor, 0)
     found = []
     for pid, cmdline in cmdlines.items():
         if pid in ours or not cmdline:
