@@ -6,13 +6,15 @@ One run:
 
 1. generates (once; cached in /tmp/stash-vision-bench-video/) 1080p30 H.264 MP4 files of 60 s and
    10 min with PyAV: a scrolling colour gradient with fine grain, a moving box and a patch of fresh
-   noise, keyframes every 250 frames (8.3 s), 3 B-frames (pyramid), x264 `ultrafast` otherwise
-   (generation time is reported, never measured);
+   noise, keyframes every 250 frames (8.3 s), 3 B-frames (pyramid), CABAC, deblocking, 8x8
+   transforms (High profile), x264 `ultrafast` search otherwise (generation time is reported,
+   never measured);
 2. imports the stand-in package into a throw-away data directory (TorchScript -> ONNX, the
    importer a user runs) and starts `stash-vision serve` serving only that tagger on free loopback
    ports (tests/stack.py);
-3. memory: one request each for the 1-minute and the 10-minute file, first after a warm-up, while
-   VmRSS (and Pss) of every process of the stack is sampled every 0.2 s;
+3. memory: one request each for the 1-minute and the 10-minute file, first after a warm-up (so no
+   wider phase has raised the high-water marks yet), while VmRSS of every process of the stack is
+   sampled every 0.2 s (Pss every 1 s), as it is during every stack phase;
 4. per file (vtest.avi from the shared test data, then the generated 60 s file), side by side:
    in-process = `probe` + `iter_samples` (the server's decoder and its strategy choice) +
    `preprocess` with the imported input contract + ONNX Runtime on the imported ONNX file, batch
@@ -24,7 +26,10 @@ Before every measured phase it waits (polling every 20 s, up to 15 minutes) unti
 benchmark runs on the machine, and records the CPU load of everything outside this benchmark's
 process tree (/proc/stat minus our processes) next to each figure.
 
-    .venv/bin/python -m bench.bench_video [--repeat 1]
+    .venv/bin/python -m bench.bench_video [--repeat 2] [--ort-threads N] [--video-decoders N]
+
+With --repeat R the throughput phases run R times (interleaved) and the best of each is kept.
+"3 concurrent beat 1" counts only beyond the measured run-to-run spread (CONCURRENCY_NOISE).
 
 Prints a table next to the original server's figures and writes JSON to
 bench/results/video-<UTC timestamp>.json. Method and figures: docs/benchmarks-video.md."""
@@ -61,7 +66,7 @@ from stash_vision.catalog.importers import import_skier233
 from stash_vision.server.media import video
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.settings import Settings
-from tests.stack import Stack, start_stack
+from tests.stack import Stack, cli, free_ports, stack_env, start_stack, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -72,13 +77,16 @@ FRAME_INTERVAL = 2.0
 THRESHOLD = 0.3
 BATCH = 8
 SAMPLE_INTERVAL_S = 0.2
-MIB = 2**20
+_PSS_EVERY = 5  # samples
 KIB_PER_MIB = 1024
 
 # Targets (docs/benchmarks-video.md).
 TARGET_RATIO = 0.7
 TARGET_RSS_DIFFERENCE_MIB = 100.0
 TARGET_SPEEDUP = 2.0
+# Run-to-run spread of one phase on this shared machine (measured: ±5 %); a concurrency gain below
+# it is not a gain.
+CONCURRENCY_NOISE = 0.05
 
 # The original skier233 server with the same package on this kind of 2-core machine
 # (shared/models/skier233-standin/README.md): 60 s 1080p H.264, frame_interval 2 (30 samples).
@@ -98,12 +106,19 @@ ORIGINAL: dict[str, float | str] = {
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
 GOP = 250
 B_FRAMES = 3
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 _X264_OPTIONS = {
     "preset": "ultrafast",
     "crf": "23",
-    # ultrafast turns B-frames off; a real file has them (and their pyramid), and a fixed GOP.
-    "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes={B_FRAMES}:b-adapt=0:b-pyramid=normal",
+    # ultrafast turns off what makes a real file cost its decoder something: B-frames (and their
+    # pyramid), CABAC, the deblocking filter, 8x8 transforms. Those are turned back on (High
+    # profile, as any other preset writes): measured on 20 s of this pattern, CABAC + deblocking
+    # double the decoding CPU (53 -> 112 ms per sample), while encoding stays as fast (162 -> 151
+    # fps). The encoder's own search stays at ultrafast, which the decoder does not see.
+    "x264-params": (
+        f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes={B_FRAMES}:b-adapt=0:b-pyramid=normal"
+        ":cabac=1:deblock=1,0,0:8x8dct=1"
+    ),
 }
 
 # Processes of other benchmarks (command line or working directory), whose load would skew ours.
@@ -137,7 +152,7 @@ def write_pattern_video(path: Path, seconds: int) -> None:
     """A testsrc2-like moving picture, built directly in YUV 4:2:0 (no colour conversion): a
     diagonal luma gradient with fixed grain scrolling 4 px per frame, chroma waves scrolling with
     it, a box of changing brightness moving across, and a 128x128 patch of fresh noise (detail the
-    encoder cannot predict). About 5 Mbit/s at crf 23."""
+    encoder cannot predict). About 4.4 Mbit/s at crf 23."""
     rng = np.random.default_rng(0)
     period = 1024  # the gradient repeats every 1024 px, so the scroll wraps without a jump
     x = np.arange(WIDTH + period, dtype=np.float32)
@@ -303,6 +318,7 @@ class CpuWindow:
     """CPU used by our process tree and by everything else over one phase."""
 
     def __init__(self) -> None:
+        self.process_cpu = time.process_time()
         self.own_before = own_cpu_s()
         self.busy_before = system_busy_s()
         self.started = time.perf_counter()
@@ -406,9 +422,11 @@ def _pss_kib(pid: int) -> int | None:
 
 
 class MemorySampler:
-    """Samples VmRSS and Pss of every process of the stack every 0.2 s in a thread. The sum of
-    RSS counts shared pages (libraries, Triton's shared-memory tensors) once per process mapping
-    them; the sum of Pss splits them. Keeps the peak per process and the total over time."""
+    """Samples VmRSS of every process of the stack every 0.2 s in a thread, and Pss every 1 s.
+    The sum of RSS counts shared pages (libraries, Triton's shared-memory tensors) once per
+    process mapping them; the sum of Pss splits them. Keeps the peak per process and the total
+    over time. Reading smaps_rollup (Pss) costs about 10 ms of CPU per Triton process: every
+    0.2 s that would take 0.1 core from the stack under test."""
 
     def __init__(self, root: int) -> None:
         self.root = root
@@ -437,12 +455,14 @@ class MemorySampler:
             if time.monotonic() - refreshed > 2.0:  # a process may have (re)started
                 procs, refreshed = process_tree(self.root), time.monotonic()
             total_rss = total_pss = 0
+            with_pss = len(self.timeline) % _PSS_EVERY == 0
             for proc in procs:
                 memory = _memory_kib(proc.pid)
                 if "VmRSS" not in memory:
                     continue
                 total_rss += memory["VmRSS"]
-                total_pss += _pss_kib(proc.pid) or 0
+                if with_pss:
+                    total_pss += _pss_kib(proc.pid) or 0
                 self.peak_rss_kib[proc.key] = max(self.peak_rss_kib.get(proc.key, 0), memory["VmRSS"])
                 self.peak_anon_kib[proc.key] = max(
                     self.peak_anon_kib.get(proc.key, 0), memory.get("RssAnon", 0)
@@ -609,6 +629,9 @@ class InProcessRun:
     strategy: str
     decoded_frames: int
     cpu: dict[str, float]
+    cpu_s_by_step: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of this process (all threads: FFmpeg's, ORT's) per step; the steps never
+    overlap, so these split the process's CPU exactly."""
     quiet: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -627,6 +650,7 @@ class InProcessRun:
             "infer_s": round(self.infer_s, 2),
             "strategy": self.strategy,
             "decoded_frames": self.decoded_frames,
+            "cpu_s_by_step": {k: round(v, 2) for k, v in self.cpu_s_by_step.items()},
             **self.cpu,
             "quiet": self.quiet,
         }
@@ -640,26 +664,30 @@ def run_inprocess(session: ort.InferenceSession, contract: InputContract, path: 
     info = video.probe(path)
     probed = time.perf_counter()
     decode_s = preprocess_s = infer_s = 0.0
+    cpu = {"probe": time.process_time() - window.process_cpu, "decode": 0.0, "preprocess": 0.0, "infer": 0.0}
     samples = 0
     pending: list[Tensor] = []
 
     def flush() -> float:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         session.run(None, {contract.tensor: np.stack(pending)})
         pending.clear()
+        cpu["infer"] += time.process_time() - c0
         return time.perf_counter() - t0
 
     with video.iter_samples(path, FRAME_INTERVAL, info=info) as iterator:
         while True:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sample = next(iterator, None)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             decode_s += t1 - t0
+            cpu["decode"] += c1 - c0
             if sample is None:
                 break
             tensor, _ = preprocess(sample.frame, contract)
             pending.append(cast(Tensor, tensor))
             preprocess_s += time.perf_counter() - t1
+            cpu["preprocess"] += time.process_time() - c1
             samples += 1
             if len(pending) == BATCH:
                 infer_s += flush()
@@ -678,6 +706,7 @@ def run_inprocess(session: ort.InferenceSession, contract: InputContract, path: 
         strategy=str(report.strategy),
         decoded_frames=report.decoded_frames,
         cpu=window.close(),
+        cpu_s_by_step=cpu,
     )
 
 
@@ -881,7 +910,7 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     print()
     header = (
-        f"{'what':<34} {'s/video':>7} {'frames/s':>8} {'vs in-proc':>10} {'stack CPU':>9} "
+        f"{'what':<40} {'s/video':>7} {'frames/s':>8} {'vs in-proc':>10} {'stack CPU':>9} "
         f"{'outside':>7}   original server"
     )
     print(header)
@@ -900,7 +929,7 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
             ("1min", 3): f"{ORIGINAL_THREE_CONCURRENT_FRAMES_PER_S} fr/s (no gain)",
         }
         print(
-            f"{label + ' in-process':<34} {base.seconds:>7.2f} {base.frames_per_s:>8.2f} {'1.00':>10} "
+            f"{label + ' in-process':<40} {base.seconds:>7.2f} {base.frames_per_s:>8.2f} {'1.00':>10} "
             f"{base.cpu['our_cores']:>9.2f} {base.cpu['outside_cores']:>7.2f}   {original[(key, 0)]}"
         )
         for concurrency in (1, 3):
@@ -909,7 +938,7 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
             noisy = max(run.cpu["outside_cores"], base.cpu["outside_cores"]) > NOISY_CORES
             name = f"{label} stack x{concurrency}"
             print(
-                f"{name:<34} {run.seconds_per_video:>7.2f} {run.frames_per_s:>8.2f} {ratio:>10.2f} "
+                f"{name:<40} {run.seconds_per_video:>7.2f} {run.frames_per_s:>8.2f} {ratio:>10.2f} "
                 f"{run.detail['stack_cpu_cores']:>9.2f} {run.cpu['outside_cores']:>7.2f}   "
                 f"{original[(key, concurrency)]}" + ("  (noisy)" if noisy else "")
             )
@@ -932,7 +961,8 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
         print(
             f"in-process {files[key].name}: probe {base.probe_s:.2f} s + decode {base.decode_s:.2f} s "
             f"({base.strategy}, {base.decoded_frames} frames decoded) + preprocess {base.preprocess_s:.2f} s "
-            f"+ ORT {base.infer_s:.2f} s for {base.samples} samples"
+            f"+ ORT {base.infer_s:.2f} s for {base.samples} samples; CPU ms per sample: "
+            + ", ".join(f"{k} {v / base.samples * 1e3:.0f}" for k, v in base.cpu_s_by_step.items())
         )
         for concurrency in (1, 3):
             d = _best_stack(results, key, concurrency).detail
@@ -959,13 +989,21 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
     three = _best_stack(results, "1min", 3)
     speedup = one.frames_per_s / ORIGINAL_FRAMES_PER_S
     ratios = [r["ratio"] for r in rows]
+    cores = os.cpu_count() or 1
+    gains: dict[str, float] = {}
+    headroom: dict[str, float] = {}
+    for key in ("vtest", "1min"):
+        single = _best_stack(results, key, 1)
+        gains[key] = _best_stack(results, key, 3).frames_per_s / single.frames_per_s - 1
+        # The most 3 videos could gain if they kept every core busy at the same CPU per frame.
+        headroom[key] = cores / single.detail["stack_cpu_cores"] - 1
     targets = {
         "ratio_ge_0.7_everywhere": min(ratios) >= TARGET_RATIO,
         "rss_difference_lt_100_mib": abs(difference) < TARGET_RSS_DIFFERENCE_MIB,
         "speedup_ge_2x_on_60s_1080p": speedup >= TARGET_SPEEDUP,
-        "three_concurrent_beat_one_on_60s_1080p": three.frames_per_s > one.frames_per_s,
-        "three_concurrent_beat_one_on_vtest": _best_stack(results, "vtest", 3).frames_per_s
-        > _best_stack(results, "vtest", 1).frames_per_s,
+        # Beyond run-to-run noise: 3 concurrent must beat 1 by more than CONCURRENCY_NOISE.
+        "three_concurrent_beat_one_on_60s_1080p": gains["1min"] > CONCURRENCY_NOISE,
+        "three_concurrent_beat_one_on_vtest": gains["vtest"] > CONCURRENCY_NOISE,
     }
     print()
     print(
@@ -977,8 +1015,10 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
     print(
         f"3 concurrent vs 1 on 60 s 1080p: {three.frames_per_s:.2f} vs {one.frames_per_s:.2f} frames/s "
         f"(stack CPU {three.detail['stack_cpu_cores']:.2f} vs {one.detail['stack_cpu_cores']:.2f} cores): "
-        f"{_verdict(targets['three_concurrent_beat_one_on_60s_1080p'])}; "
-        f"vtest.avi: {_verdict(targets['three_concurrent_beat_one_on_vtest'])}"
+        f"{gains['1min']:+.1%} (target > +{CONCURRENCY_NOISE:.0%}, the noise; at most "
+        f"{headroom['1min']:+.0%} possible with every core busy): "
+        f"{_verdict(targets['three_concurrent_beat_one_on_60s_1080p'])}; vtest.avi {gains['vtest']:+.1%} "
+        f"(at most {headroom['vtest']:+.0%}): {_verdict(targets['three_concurrent_beat_one_on_vtest'])}"
     )
     print(
         f"stack / in-process >= {TARGET_RATIO} (min {min(ratios):.2f}): "
@@ -992,6 +1032,8 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
         "rows": rows,
         "targets": targets,
         "speedup_vs_original_one_request": round(speedup, 2),
+        "three_vs_one_gain": {k: round(v, 3) for k, v in gains.items()},
+        "three_vs_one_headroom": {k: round(v, 3) for k, v in headroom.items()},
         "memory": {
             "peak_sum_rss_mib_1min": peak1,
             "peak_sum_rss_mib_10min": peak10,
@@ -1033,6 +1075,46 @@ def _machine() -> dict[str, Any]:
     }
 
 
+# -- what-if: Triton model instances --------------------------------------------------------------
+# The instance count has no setting (it lives in the derived config.pbtxt): bench.bench_stack's
+# launcher edits the runtime repository that `serve` hands to Triton, nothing in the project.
+_STACK_OVERRIDES_ENV = "STASH_VISION_BENCH_OVERRIDES"
+_STACK_LAUNCHER = ["-m", "bench.bench_stack", "_serve-with-overrides"]
+
+
+def start_stack_with_instances(work_dir: Path, mirror: Path, instances: int) -> Stack:
+    """tests.stack.start_stack, with `instances` Triton model instances (each its own stub
+    process with STASH_VISION_ORT_THREADS intra-op threads)."""
+    data_dir = work_dir / "data"
+    ports = free_ports(5)
+    env = stack_env(data_dir, mirror, ports, [MODEL]) | {
+        _STACK_OVERRIDES_ENV: json.dumps({"instances": instances})
+    }
+    fetched = cli(env, "models", "fetch", "--mirror-only")
+    if fetched.returncode != 0:
+        raise RuntimeError(f"models fetch failed:\n{fetched.stdout}\n{fetched.stderr}")
+    log_path = work_dir / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, *_STACK_LAUNCHER], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    http, grpc_port, server_metrics, triton_grpc, triton_metrics = ports
+    stack = Stack(
+        process=process,
+        env=env,
+        data_dir=data_dir,
+        log_path=log_path,
+        http_port=http,
+        grpc_port=grpc_port,
+        server_metrics_port=server_metrics,
+        triton_grpc_port=triton_grpc,
+        triton_metrics_port=triton_metrics,
+        models=[MODEL],
+    )
+    wait_ready(stack)
+    return stack
+
+
 # -- main -------------------------------------------------------------------------------------------
 def shared_dir() -> Path:
     return Path(os.environ.get("STASH_VISION_SHARED_DIR") or REPO.parent / "shared")
@@ -1059,6 +1141,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--video-decoders", type=int, default=None, help="STASH_VISION_VIDEO_DECODERS for the stack"
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=None,
+        help="what-if: Triton model instances (ORT stub processes), via bench.bench_stack's launcher",
     )
     parser.add_argument(
         "--stack-env",
@@ -1149,11 +1237,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"starting stash-vision serve with {MODEL} only (knobs {knobs or 'defaults'}: ORT threads "
             f"{settings.effective_ort_threads}, decode threads {settings.effective_decode_threads}, "
-            f"video decoders {settings.effective_video_decoders})",
+            f"video decoders {settings.effective_video_decoders}, Triton instances {args.instances or 'default'})",
             flush=True,
         )
         t0 = time.perf_counter()
-        stack = start_stack(work_dir, shared / "models", [MODEL])
+        if args.instances is None:
+            stack = start_stack(work_dir, shared / "models", [MODEL])
+        else:
+            stack = start_stack_with_instances(work_dir, shared / "models", args.instances)
         startup_s = time.perf_counter() - t0
         print(f"  ready after {startup_s:.0f} s", flush=True)
         results = asyncio.run(bench(stack, session, entry.input, files, samples, args))
@@ -1170,6 +1261,7 @@ def main(argv: list[str] | None = None) -> int:
             "import_s": round(import_s, 1),
             "stack_startup_s": round(startup_s, 1),
             "knobs": knobs,
+            "triton_instances": args.instances,
             "no_wait": args.no_wait,
             "setup_quiet": setup_quiet,
             "lifetime_peak_rss_mib_by_process": peaks,
