@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from stash_vision.catalog.entries import Catalog
+from stash_vision.catalog.serving import served_entries
 from stash_vision.server.api.servicers import (
     InferenceServicer,
     ModelServicer,
@@ -62,7 +62,7 @@ class RunningServer:
 
 
 async def start(settings: Settings, session: InferenceSession | None = None) -> RunningServer:
-    entries = Catalog.load(extra=[settings.user_repository]).select(settings.models)
+    entries = served_entries(settings)
     session = session or TritonSession(settings.triton_target, settings.triton_client_timeout_s)
     pool = CpuPool(settings.effective_decode_threads)
     loader = ImageLoader(

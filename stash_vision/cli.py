@@ -10,6 +10,8 @@ from pathlib import Path
 
 from stash_vision.catalog.entries import Catalog, CatalogEntry, CatalogError
 from stash_vision.catalog.fetcher import FetchError, fetch, is_fetched
+from stash_vision.catalog.serving import served_entries, served_names
+from stash_vision.server.faces.profile import ProfileError
 from stash_vision.settings import Settings
 
 log = logging.getLogger("stash_vision")
@@ -38,7 +40,7 @@ class _Progress:
 def _models_fetch(settings: Settings, args: argparse.Namespace) -> int:
     catalog = Catalog.load(extra=[settings.user_repository])
     mirror = args.mirror or settings.model_mirror
-    entries = catalog.select(args.names or settings.models)
+    entries = catalog.select(args.names) if args.names else served_entries(settings, catalog)
     failed = 0
     progress = _Progress()
     for entry in entries:
@@ -57,7 +59,7 @@ def _models_fetch(settings: Settings, args: argparse.Namespace) -> int:
 
 def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
     catalog = Catalog.load(extra=[settings.user_repository])
-    served = set(settings.models or catalog.names())
+    served = set(served_names(settings, catalog))
     loaded = _triton_ready_models(settings, catalog.names())
     print(f"{'model':<16}{'version':<9}{'task':<22}{'served':<8}{'fetched':<9}{'in Triton':<10}licence")
     for name in catalog.names():
@@ -90,7 +92,8 @@ def _triton_ready_models(settings: Settings, names: list[str]) -> set[str] | Non
 def _models_assemble(settings: Settings, args: argparse.Namespace) -> int:
     from stash_vision.embedded.runtime_repository import RepositoryMode, WeightsMissing, assemble
 
-    entries = Catalog.load(extra=[settings.user_repository]).select(args.names or settings.models)
+    catalog = Catalog.load(extra=[settings.user_repository])
+    entries = catalog.select(args.names) if args.names else served_entries(settings, catalog)
     mode = RepositoryMode.NATIVE if args.native else RepositoryMode.EMBEDDED
     try:
         out = assemble(entries, settings.models_dir, Path(args.out), mode, settings.effective_ort_threads)
@@ -173,7 +176,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from stash_vision.embedded.runtime_repository import WeightsMissing
     from stash_vision.embedded.supervisor import StartupError, Supervisor
 
-    entries = Catalog.load(extra=[settings.user_repository]).select(settings.models)
+    entries = served_entries(settings)
     try:
         install = None if settings.triton_url else triton_binary.prepare(settings.runtime_dir)
         return Supervisor(settings, entries, install).run()
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     key = args.models_command if args.command == "models" else args.command
     try:
         return handlers[key](settings, args)
-    except CatalogError as error:
+    except (CatalogError, ProfileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

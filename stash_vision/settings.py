@@ -83,6 +83,17 @@ class Settings(BaseSettings):
         description="Re-run a category when a more accurate variant of the stored model version is active.",
     )
 
+    face_profile: str = Field(
+        default="default",
+        description="Face profile (detector, embedders, thresholds): 'default', 'stash-sense' or one in $DATA/face_profiles.",
+    )
+    face_index_m: int = Field(default=16, description="Voyager M (graph degree) of new face indexes.")
+    face_index_ef_construction: int = Field(default=200, description="Voyager ef_construction of new face indexes.")
+    face_query_ef: int = Field(
+        default=100, description="Voyager query_ef: candidates examined per look-up (recall against speed)."
+    )
+    face_query_k: int = Field(default=100, description="Index rows fetched per face and embedder before fusion.")
+
     library_roots: list[Path] = Field(
         default_factory=list,
         description="Server-side paths must lie under one of these; empty allows any absolute path.",
@@ -103,6 +114,16 @@ class Settings(BaseSettings):
     def user_repository(self) -> Path:
         """Models the user imported (skier233 packages, ONNX classifiers): same layout as model_repository/."""
         return self.data_dir / "model_repository"
+
+    @property
+    def user_profiles_dir(self) -> Path:
+        """Face profiles of the user (<name>.yaml), found before the built-in ones."""
+        return self.data_dir / "face_profiles"
+
+    @property
+    def face_indexes_dir(self) -> Path:
+        """Face index versions, one folder each per profile; `<profile>/current` points at the live one."""
+        return self.data_dir / "face_indexes"
 
     @property
     def runtime_dir(self) -> Path:

@@ -122,6 +122,9 @@ class CatalogEntry(BaseModel):
     input: InputContract
     labels_file: str | None = None
     tagger: TaggerSpec | None = None
+    # False for models only some configurations need (the stash-sense profile's 230 MB of
+    # embedders): served when the active face profile or STASH_VISION_MODELS names them.
+    serve_by_default: bool = True
     # Set by the loader: the folder holding config.pbtxt and this entry.
     folder: Path = Field(default=Path(), exclude=True)
 
@@ -206,6 +209,8 @@ class Catalog:
             known = ", ".join(self.names())
             raise CatalogError(f"unknown model {name!r}; known models: {known}") from None
 
-    def select(self, names: list[str]) -> list[CatalogEntry]:
-        """The entries to serve: the named ones, or all of them when none are named."""
-        return [self.get(name) for name in (names or self.names())]
+    def select(self, names: list[str] | tuple[str, ...]) -> list[CatalogEntry]:
+        """The named entries, or every entry served by default when none are named."""
+        if names:
+            return [self.get(name) for name in dict.fromkeys(names)]
+        return [self._entries[name] for name in self.names() if self._entries[name].serve_by_default]

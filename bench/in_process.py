@@ -1,0 +1,45 @@
+"""An in-process ONNX Runtime implementation of the server's InferenceSession seam: the same domain
+code (preprocessing, decoding, fusion) with the models called directly instead of through Triton.
+Benchmarks use it as the baseline our stack is compared against; calibration scripts use it to
+measure thresholds without a running stack."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from stash_vision.server.arrays import AnyArray
+from stash_vision.server.triton_session import ModelStatus
+
+
+class OrtSession:
+    def __init__(self, model_files: Mapping[str, Path], threads: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self._sessions = {
+            name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for name, path in model_files.items()
+        }
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, AnyArray],
+        outputs: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, AnyArray]:
+        session = self._sessions[model]
+        results = session.run(list(outputs), {name: np.ascontiguousarray(a) for name, a in inputs.items()})
+        return dict(zip(outputs, results, strict=True))
+
+    async def server_ready(self) -> bool:
+        return True
+
+    async def model_status(self, model: str) -> ModelStatus:
+        return ModelStatus(ready=model in self._sessions, device="cpu")
+
+    async def close(self) -> None:
+        self._sessions.clear()
