@@ -8,6 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stash_vision.settings import Settings
 from stash_vision.v1 import (
+    faces_pb2_grpc,
     inference_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
@@ -24,6 +25,9 @@ HTTP_STATUS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    # No usable face index or a face profile whose models are not served: like Stash Sense while
+    # its database is missing, the service cannot answer yet.
+    grpc.StatusCode.FAILED_PRECONDITION: 503,
 }
 
 
@@ -45,6 +49,7 @@ class ServerClient:
         self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
         self.tagging = tagging_pb2_grpc.TaggingServiceStub(self.channel)
         self.videos = video_tagging_pb2_grpc.VideoTaggingServiceStub(self.channel)
+        self.faces = faces_pb2_grpc.FaceServiceStub(self.channel)
 
     async def serving(self) -> bool:
         try:

@@ -13,7 +13,9 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from stash_vision.catalog.serving import served_entries
+from stash_vision.catalog.entries import CatalogEntry, CatalogError
+from stash_vision.catalog.serving import active_profile, served_entries
+from stash_vision.server.api.face_servicer import FaceServicer
 from stash_vision.server.api.servicers import (
     InferenceServicer,
     ModelServicer,
@@ -21,6 +23,10 @@ from stash_vision.server.api.servicers import (
     VideoTaggingServicer,
 )
 from stash_vision.server.auth import ApiKeyInterceptor
+from stash_vision.server.faces.identification import FaceIdentification
+from stash_vision.server.faces.index_holder import IndexHolder
+from stash_vision.server.faces.pipeline import FacePipeline
+from stash_vision.server.faces.profile import ProfileError
 from stash_vision.server.health import SERVICES, ReadinessWatcher
 from stash_vision.server.image_source import ImageLoader
 from stash_vision.server.image_tagging import ImageTagging
@@ -34,7 +40,13 @@ from stash_vision.server.triton_session import InferenceSession, TritonSession
 from stash_vision.server.video_tagging import VideoTagging
 from stash_vision.server.workers import CpuPool
 from stash_vision.settings import Settings
-from stash_vision.v1 import inference_pb2_grpc, models_pb2_grpc, tagging_pb2_grpc, video_tagging_pb2_grpc
+from stash_vision.v1 import (
+    faces_pb2_grpc,
+    inference_pb2_grpc,
+    models_pb2_grpc,
+    tagging_pb2_grpc,
+    video_tagging_pb2_grpc,
+)
 
 log = logging.getLogger("stash_vision.server")
 
@@ -59,6 +71,38 @@ class RunningServer:
         self.watcher_task.cancel()
         await self.session.close()
         self.pool.shutdown()
+
+
+def build_face_identification(
+    settings: Settings,
+    entries: list[CatalogEntry],
+    session: InferenceSession,
+    loader: ImageLoader,
+    pool: CpuPool,
+) -> FaceIdentification:
+    profile = active_profile(settings)
+    pipeline: FacePipeline | None = None
+    problem = ""
+    try:
+        pipeline = FacePipeline(
+            profile, {e.name: e for e in entries}, session, pool, settings.triton_client_timeout_s
+        )
+    except ProfileError as error:
+        # Tagging still works; face calls answer FAILED_PRECONDITION with this message.
+        problem = str(error)
+        log.error("face identification unavailable: %s", problem)
+    return FaceIdentification(
+        profile,
+        pipeline,
+        problem,
+        IndexHolder(settings.face_indexes_dir, profile, pool),
+        loader,
+        loader.paths,
+        pool,
+        query_k=settings.face_query_k,
+        query_ef=settings.face_query_ef,
+        max_images=settings.max_images_per_request,
+    )
 
 
 async def start(settings: Settings, session: InferenceSession | None = None) -> RunningServer:
@@ -106,6 +150,9 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         reprocess_with_more_accurate_same_model=settings.reprocess_with_more_accurate_same_model,
     )
     video_tagging_pb2_grpc.add_VideoTaggingServiceServicer_to_server(VideoTaggingServicer(videos), server)
+    faces_pb2_grpc.add_FaceServiceServicer_to_server(
+        FaceServicer(build_face_identification(settings, entries, session, loader, pool)), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -141,7 +188,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings))
-    except (BindError, OSError) as error:
+    except (BindError, OSError, ProfileError, CatalogError) as error:
         log.error("%s", error)
         return 1
     return 0

@@ -38,3 +38,11 @@ class DeadlineExceeded(StashVisionError):
 
 class InferenceFailed(StashVisionError):
     """Triton accepted the request but the model failed on it."""
+
+
+class IndexUnavailable(StashVisionError):
+    """No usable face index (none built, corrupt, or built with another profile's recipe)."""
+
+
+class ProfileUnavailable(StashVisionError):
+    """The face profile cannot run: a model it needs is not served."""

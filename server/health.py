@@ -16,6 +16,7 @@ SERVICES = (
     "stash_vision.v1.ModelService",
     "stash_vision.v1.TaggingService",
     "stash_vision.v1.VideoTaggingService",
+    "stash_vision.v1.FaceService",
 )
 
 

@@ -258,7 +258,49 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--identifier", type=int, default=0, help="AIModelInfo identifier")
     onnx.add_argument("--version", type=float, default=1.0, help="AIModelInfo version")
     onnx.add_argument("--threshold", type=float, default=0.5, help="default tag threshold")
+    index = commands.add_parser("index", help="face indexes").add_subparsers(
+        dest="index_command", required=True
+    )
+    build_parser_ = index.add_parser(
+        "build",
+        help="enrol FOLDER/<performer>/<images> into a new face index of the active profile (needs the server running)",
+    )
+    build_parser_.add_argument("folder", help="one sub-folder per performer; optional performer.json in each")
     return parser
+
+
+def _index_build(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stash_vision.catalog.serving import active_profile
+    from stash_vision.indexing.builder import BuildError, build
+    from stash_vision.server.faces.index.errors import FaceIndexError
+
+    profile = active_profile(settings)
+    try:
+        report = asyncio.run(
+            build(
+                Path(args.folder),
+                profile,
+                settings.face_indexes_dir,
+                settings.server_target,
+                m=settings.face_index_m,
+                ef_construction=settings.face_index_ef_construction,
+                api_key=settings.api_key,
+            )
+        )
+    except (BuildError, FaceIndexError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    rejected = ", ".join(f"{reason}: {n}" for reason, n in report.rejected.most_common()) or "none"
+    print(
+        f"index {report.version} of profile {profile.name}: {report.performers} performers, "
+        f"{report.faces} faces from {report.images} images (rejected: {rejected}) -> {report.folder}"
+    )
+    if report.performers_without_faces:
+        print(f"no usable face for: {', '.join(report.performers_without_faces)}")
+    print("published as current; the server switches to it on its next face request")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         "assemble": _models_assemble,
         "import-skier233": _models_import_skier233,
         "import-onnx": _models_import_onnx,
+        "build": _index_build,
     }
-    key = args.models_command if args.command == "models" else args.command
+    key = {"models": getattr(args, "models_command", ""), "index": getattr(args, "index_command", "")}.get(
+        args.command, args.command
+    )
     try:
         return handlers[key](settings, args)
     except (CatalogError, ProfileError) as error:

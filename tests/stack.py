@@ -95,11 +95,20 @@ def cli(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.C
     )
 
 
-def start_stack(workdir: Path, mirror: Path, models: list[str] | None = None) -> Stack:
+def start_stack(
+    workdir: Path,
+    mirror: Path,
+    models: list[str] | None = None,
+    *,
+    extra_env: dict[str, str] | None = None,
+    fetch: list[str] | None = None,
+) -> Stack:
+    """`fetch` names the models to fetch from the mirror (default: every served one); weights a
+    test installs itself (synthetic models) are left out of it."""
     data_dir = workdir / "data"
     ports = free_ports(5)
-    env = stack_env(data_dir, mirror, ports, models)
-    fetched = cli(env, "models", "fetch", "--mirror-only")
+    env = {**stack_env(data_dir, mirror, ports, models), **(extra_env or {})}
+    fetched = cli(env, "models", "fetch", "--mirror-only", *(fetch or []))
     if fetched.returncode != 0:
         raise RuntimeError(f"models fetch failed:\n{fetched.stdout}\n{fetched.stderr}")
     log_path = workdir / "serve.log"

@@ -102,3 +102,48 @@ tagger:
   tags_file: tags.txt
 """
     )
+
+
+def synthetic_embedder_onnx(size: int, output: str, dimensions: int = 512, seed: int = 0) -> bytes:
+    """A stand-in with a real embedder's signature: `input` NHWC [N,size,size,3] float -> `output`
+    [N,dimensions]. It averages 8x8 blocks of the image and projects them with fixed random weights,
+    so the same face gives the same vector and different faces differ, which is all the
+    profile's plumbing (layout, batching, flip averaging, fusion) needs."""
+    pooled = 8
+    features = pooled * pooled * 3
+    projection = np.random.default_rng(seed).standard_normal((features, dimensions)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node(
+            "AveragePool",
+            ["nchw"],
+            ["pooled"],
+            kernel_shape=[size // pooled] * 2,
+            strides=[size // pooled] * 2,
+        ),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "projection"], [output]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "synthetic_embedder",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", dimensions])],
+        initializer=[numpy_helper.from_array(projection, "projection")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def install_stash_sense_standins(data_dir: Path) -> None:
+    """Synthetic facenet512 and arcface weights where `stash-vision models fetch` would put the real
+    ones (the real files are not in the offline mirror)."""
+    for name, size, output, seed in (
+        ("facenet512", 160, "Bottleneck_BatchNorm", 1),
+        ("arcface", 112, "embedding", 2),
+    ):
+        weights = data_dir / "models" / name / "1" / "model.onnx"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        weights.write_bytes(synthetic_embedder_onnx(size, output, seed=seed))

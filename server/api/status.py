@@ -24,6 +24,8 @@ CODES: dict[type[errors.StashVisionError], grpc.StatusCode] = {
     errors.BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.InferenceFailed: grpc.StatusCode.INTERNAL,
+    errors.IndexUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ProfileUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

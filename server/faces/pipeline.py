@@ -20,7 +20,12 @@ import numpy.typing as npt
 from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.server.arrays import BgrImage, FloatTensor
 from stash_vision.server.faces.alignment import ARCFACE_TEMPLATE_SIZE, align_face
-from stash_vision.server.faces.detection import DetectedFace, decode_scrfd, decode_yunet, to_source_coordinates
+from stash_vision.server.faces.detection import (
+    DetectedFace,
+    decode_scrfd,
+    decode_yunet,
+    to_source_coordinates,
+)
 from stash_vision.server.faces.embedding import l2_normalize
 from stash_vision.server.faces.profile import EmbedderSpec, FaceProfile, ProfileError
 from stash_vision.server.metrics import STAGE_SECONDS
@@ -134,7 +139,10 @@ class FacePipeline:
         tensor, geometry = await self.pool.run(preprocess, image, detector.input)
         triton_started = time.perf_counter()
         outputs = await self.session.infer(
-            detector.model, {detector.input.tensor: tensor[np.newaxis]}, self._detector_outputs, self.timeout_s
+            detector.model,
+            {detector.input.tensor: tensor[np.newaxis]},
+            self._detector_outputs,
+            self.timeout_s,
         )
         decoded_started = time.perf_counter()
         faces = await self.pool.run(self._decode, outputs, geometry, image.shape[1], image.shape[0])
@@ -167,9 +175,17 @@ class FacePipeline:
         started = time.perf_counter()
         crops = await self.pool.run(_align_all, image, [face.landmarks for face in faces])
         STAGE_SECONDS.labels("face_align").observe(time.perf_counter() - started)
-        per_embedder = await asyncio.gather(*(self._embed_crops(spec, crops) for spec in self.profile.embedders))
+        per_embedder = await asyncio.gather(
+            *(self._embed_crops(spec, crops) for spec in self.profile.embedders)
+        )
         return [
-            EmbeddedFace(face, {spec.name: vectors[i] for spec, vectors in zip(self.profile.embedders, per_embedder, strict=True)})
+            EmbeddedFace(
+                face,
+                {
+                    spec.name: vectors[i]
+                    for spec, vectors in zip(self.profile.embedders, per_embedder, strict=True)
+                },
+            )
             for i, face in enumerate(faces)
         ]
 
@@ -181,7 +197,9 @@ class FacePipeline:
         triton_started = time.perf_counter()
         results = await asyncio.gather(
             *(
-                self.session.infer(spec.model, {spec.input.tensor: batch[i : i + chunk]}, [spec.output], self.timeout_s)
+                self.session.infer(
+                    spec.model, {spec.input.tensor: batch[i : i + chunk]}, [spec.output], self.timeout_s
+                )
                 for i in range(0, batch.shape[0], chunk)
             )
         )

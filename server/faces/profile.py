@@ -137,5 +137,9 @@ def load_profile(name: str, extra_dirs: list[Path] | tuple[Path, ...] = ()) -> F
             if profile.name != name:
                 raise ProfileError(f"{path}: name {profile.name!r} must match the file name {name!r}")
             return profile
-    known = sorted({p.stem for folder in (*extra_dirs, builtin_profiles_dir()) for p in folder.glob("*.yaml")})
-    raise ProfileError(f"unknown face profile {name!r} (STASH_VISION_FACE_PROFILE); known: {', '.join(known)}")
+    known = sorted(
+        {p.stem for folder in (*extra_dirs, builtin_profiles_dir()) for p in folder.glob("*.yaml")}
+    )
+    raise ProfileError(
+        f"unknown face profile {name!r} (STASH_VISION_FACE_PROFILE); known: {', '.join(known)}"
+    )

@@ -1,0 +1,514 @@
+"""Face services of the server: detect, embed, compare, and identify performers in an image, a
+gallery or a scene. Transport-free: the gRPC servicer translates these results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stash_vision.server.arrays import BgrImage
+from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound, ProfileUnavailable, TooLarge
+from stash_vision.server.faces.index.store import FaceIndex
+from stash_vision.server.faces.index_holder import IndexHolder
+from stash_vision.server.faces.matching import (
+    EmbedderDistance,
+    Match,
+    Vector,
+    assign_people,
+    assign_unique,
+    cluster_faces,
+    fuse_rows,
+    fused_vector,
+    gallery_vote,
+    performer_matches,
+    time_ranges,
+    vote_person,
+)
+from stash_vision.server.faces.pipeline import EmbeddedFace, Face, FaceGates, FacePipeline
+from stash_vision.server.faces.profile import FaceProfile
+from stash_vision.server.faces.scene_frames import FrameReport, SceneFrame, evenly_spaced, read_frames
+from stash_vision.server.image_source import ImageLoader, ImageRef
+from stash_vision.server.media.paths import MediaPaths
+from stash_vision.server.media.video import probe
+from stash_vision.server.workers import CpuPool
+
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 20
+DEFAULT_VIDEO_FRAMES = 60
+MAX_VIDEO_FRAMES = 600
+# Frames being detected/embedded at once for one scene; the reader waits beyond this (bounded memory).
+_FRAMES_IN_FLIGHT = 6
+
+
+@dataclass(frozen=True)
+class AnsweredBy:
+    profile: str
+    index_version: str = ""
+
+
+@dataclass(frozen=True)
+class IdentifyOptions:
+    top_k: int = 0
+    max_distance: float | None = None
+    min_confidence: float | None = None
+    min_face_size: int | None = None
+
+
+@dataclass(frozen=True)
+class IdentifiedFace:
+    face: Face
+    matches: list[Match]
+
+
+@dataclass(frozen=True)
+class FacePairResult:
+    first: int
+    second: int
+    distance: float
+    per_embedder: tuple[EmbedderDistance, ...]
+
+    @property
+    def similarity(self) -> float:
+        return 1.0 - self.distance
+
+
+@dataclass(frozen=True)
+class Comparison:
+    first_faces: list[Face]
+    second_faces: list[Face]
+    pairs: list[FacePairResult]
+    same_person_distance: float
+    answered_by: AnsweredBy
+
+
+@dataclass(frozen=True)
+class GalleryPerformer:
+    best: Match
+    average_distance: float
+    image_indexes: list[int]
+    vote_share: float
+
+
+@dataclass(frozen=True)
+class GalleryResult:
+    total_images: int
+    images_processed: int
+    faces_detected: int
+    performers: list[GalleryPerformer]
+    errors: list[tuple[int, str]]
+    answered_by: AnsweredBy
+
+
+@dataclass(frozen=True)
+class Sighting:
+    frame_index: int
+    time_s: float
+    face: Face
+
+
+@dataclass(frozen=True)
+class VideoPerson:
+    person_id: int
+    frame_count: int
+    best: Match | None
+    alternatives: list[Match]
+    time_ranges: list[tuple[float, float]]
+    sightings: list[Sighting]
+
+
+@dataclass
+class VideoTiming:
+    total_ms: float = 0.0
+    decode_ms: float = 0.0
+    detection_ms: float = 0.0
+    embedding_ms: float = 0.0
+    matching_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    path: str
+    num_frames: int = 0
+    start_fraction: float | None = None
+    end_fraction: float | None = None
+    cover: ImageRef | None = None
+    options: IdentifyOptions = IdentifyOptions()
+    cluster_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoProgress:
+    frames_done: int
+    frames_total: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    frames_requested: int
+    frames_analyzed: int
+    faces_detected: int
+    faces_after_filter: int
+    persons: list[VideoPerson]
+    duration_s: float
+    partial: bool
+    partial_reason: str
+    timing: VideoTiming
+    answered_by: AnsweredBy
+
+
+@dataclass
+class _FrameFaces:
+    index: int
+    time_s: float
+    faces: list[EmbeddedFace] = field(default_factory=list)
+    matches: list[list[Match]] = field(default_factory=list)
+
+
+class FaceIdentification:
+    def __init__(
+        self,
+        profile: FaceProfile,
+        pipeline: FacePipeline | None,
+        pipeline_problem: str,
+        indexes: IndexHolder,
+        loader: ImageLoader,
+        paths: MediaPaths,
+        pool: CpuPool,
+        *,
+        query_k: int,
+        query_ef: int,
+        max_images: int,
+    ) -> None:
+        self.profile = profile
+        self._pipeline = pipeline
+        self._pipeline_problem = pipeline_problem
+        self.indexes = indexes
+        self.loader = loader
+        self.paths = paths
+        self.pool = pool
+        self.query_k = query_k
+        self.query_ef = query_ef
+        self.max_images = max_images
+
+    # -- building blocks ---------------------------------------------------------------------------
+
+    @property
+    def pipeline(self) -> FacePipeline:
+        if self._pipeline is None:
+            raise ProfileUnavailable(self._pipeline_problem)
+        return self._pipeline
+
+    def gates(self, min_confidence: float | None, min_face_size: int | None) -> FaceGates:
+        thresholds = self.profile.thresholds
+        confidence = thresholds.min_face_confidence if min_confidence is None else min_confidence
+        size = thresholds.min_face_size if min_face_size is None else min_face_size
+        if not 0.0 <= confidence <= 1.0:
+            raise InvalidInput(f"min_confidence must be between 0 and 1, got {confidence}")
+        if size < 1:
+            raise InvalidInput(f"min_face_size must be at least 1 pixel, got {size}")
+        return FaceGates(confidence, size)
+
+    def _max_distance(self, requested: float | None) -> float:
+        ceiling = self.profile.thresholds.max_distance
+        if requested is None:
+            return ceiling
+        if not 0.0 < requested <= 2.0:
+            raise InvalidInput(f"max_distance must be in (0, 2], got {requested}")
+        # Never looser than the profile: a match beyond its threshold is not a match.
+        return min(requested, ceiling)
+
+    @staticmethod
+    def _top_k(requested: int) -> int:
+        if requested < 0 or requested > MAX_TOP_K:
+            raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}, got {requested}")
+        return requested or DEFAULT_TOP_K
+
+    async def _image(self, ref: ImageRef) -> BgrImage:
+        return await self.pool.run(self.loader.load, ref)
+
+    def answered(self, index: FaceIndex | None = None) -> AnsweredBy:
+        return AnsweredBy(self.profile.name, index.version if index is not None else "")
+
+    # -- detect / embed / compare -------------------------------------------------------------------
+
+    async def detect(self, ref: ImageRef, gates: FaceGates) -> tuple[list[Face], int, int]:
+        image = await self._image(ref)
+        faces, _ = await self.pipeline.detect(image, gates)
+        return faces, image.shape[1], image.shape[0]
+
+    async def embed(self, ref: ImageRef, gates: FaceGates, largest_only: bool) -> list[EmbeddedFace]:
+        image = await self._image(ref)
+        faces, _ = await self.pipeline.detect(image, gates)
+        if largest_only:
+            faces = faces[:1]
+        return await self.pipeline.embed(image, faces)
+
+    async def compare(self, first: ImageRef, second: ImageRef, gates: FaceGates) -> Comparison:
+        left, right = await asyncio.gather(self.embed(first, gates, False), self.embed(second, gates, False))
+        weights = self.profile.weights()
+        pairs = []
+        for i, a in enumerate(left):
+            for j, b in enumerate(right):
+                per = tuple(
+                    EmbedderDistance(name, float(1.0 - float(a.vectors[name] @ b.vectors[name])), True)
+                    for name in weights
+                )
+                fused = sum(weights[d.embedder] * d.distance for d in per)
+                pairs.append(FacePairResult(i, j, fused, per))
+        pairs.sort(key=lambda p: p.distance)
+        return Comparison(
+            [f.face for f in left],
+            [f.face for f in right],
+            pairs,
+            self.profile.thresholds.max_distance,
+            self.answered(),
+        )
+
+    # -- identification ----------------------------------------------------------------------------
+
+    async def _match(
+        self, index: FaceIndex, faces: Sequence[EmbeddedFace], max_distance: float, top_k: int
+    ) -> list[list[Match]]:
+        """Candidates per face with each performer once, then one performer per face."""
+        if not faces:
+            return []
+        return await self.pool.run(self._match_blocking, index, faces, max_distance, top_k)
+
+    def _match_blocking(
+        self, index: FaceIndex, faces: Sequence[EmbeddedFace], max_distance: float, top_k: int
+    ) -> list[list[Match]]:
+        if index.face_count == 0:
+            return [[] for _ in faces]
+        names = self.profile.embedder_names
+        queries = {name: np.stack([face.vectors[name] for face in faces]) for name in names}
+        k = min(self.query_k, index.face_count)
+        hits = index.query(queries, k, max(self.query_ef, k))
+        weights = self.profile.weights()
+        per_face: list[list[Match]] = []
+        for i in range(len(faces)):
+            face_hits = {name: (hits[name][0][i], hits[name][1][i]) for name in names}
+            rows = fuse_rows(face_hits, weights, self.profile.missing_distance)
+            owners = {
+                row.row: index.performer_of_row(row.row) for row in rows if row.distance <= max_distance
+            }
+            per_face.append(performer_matches(rows, owners, max_distance, top_k))
+        return assign_unique(per_face)
+
+    async def identify_image(
+        self, ref: ImageRef, options: IdentifyOptions
+    ) -> tuple[list[IdentifiedFace], AnsweredBy]:
+        top_k = self._top_k(options.top_k)
+        max_distance = self._max_distance(options.max_distance)
+        gates = self.gates(options.min_confidence, options.min_face_size)
+        index = await self.indexes.get()
+        embedded = await self.embed(ref, gates, False)
+        matches = await self._match(index, embedded, max_distance, top_k)
+        faces = [IdentifiedFace(face.face, found) for face, found in zip(embedded, matches, strict=True)]
+        return faces, self.answered(index)
+
+    async def identify_gallery(self, refs: Sequence[ImageRef], options: IdentifyOptions) -> GalleryResult:
+        if not refs:
+            raise InvalidInput("a gallery needs at least one image")
+        if len(refs) > self.max_images:
+            raise TooLarge(
+                f"{len(refs)} images in one gallery request; the limit is {self.max_images} "
+                "(STASH_VISION_MAX_IMAGES_PER_REQUEST)"
+            )
+        top_k = self._top_k(options.top_k)
+        max_distance = self._max_distance(options.max_distance)
+        gates = self.gates(options.min_confidence, options.min_face_size)
+        index = await self.indexes.get()
+        slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
+
+        async def one(ref: ImageRef) -> list[list[Match]] | str:
+            async with slots:
+                try:
+                    embedded = await self.embed(ref, gates, False)
+                    return await self._match(index, embedded, max_distance, top_k)
+                except (InvalidInput, TooLarge, MediaNotFound, AccessDenied) as error:
+                    # A bad image is reported with its index; the rest of the gallery still counts.
+                    return str(error)
+
+        results = await asyncio.gather(*(one(ref) for ref in refs))
+        per_image: list[list[list[Match]]] = []
+        errors: list[tuple[int, str]] = []
+        faces_detected = 0
+        for i, result in enumerate(results):
+            if isinstance(result, str):
+                errors.append((i, result))
+                per_image.append([])
+            else:
+                per_image.append(result)
+                faces_detected += len(result)
+        votes, with_faces = gallery_vote(per_image, self.profile.thresholds.gallery_min_vote_share)
+        performers = [
+            GalleryPerformer(v.best, v.average_distance, sorted(v.images), len(v.images) / max(with_faces, 1))
+            for v in votes
+        ]
+        return GalleryResult(
+            len(refs), len(refs) - len(errors), faces_detected, performers, errors, self.answered(index)
+        )
+
+    async def identify_video(self, request: VideoRequest) -> AsyncIterator[VideoProgress | VideoResult]:
+        started = time.perf_counter()
+        timing = VideoTiming()
+        count = request.num_frames or DEFAULT_VIDEO_FRAMES
+        if not 1 <= count <= MAX_VIDEO_FRAMES:
+            raise InvalidInput(
+                f"num_frames must be between 1 and {MAX_VIDEO_FRAMES}, got {request.num_frames}"
+            )
+        start = 0.05 if request.start_fraction is None else request.start_fraction
+        end = 0.95 if request.end_fraction is None else request.end_fraction
+        if not 0.0 <= start <= end <= 1.0:
+            raise InvalidInput(
+                f"start_fraction and end_fraction must satisfy 0 <= start <= end <= 1, got {start} and {end}"
+            )
+        cluster_distance = request.cluster_distance or self.profile.thresholds.cluster_distance
+        top_k = self._top_k(request.options.top_k)
+        max_distance = self._max_distance(request.options.max_distance)
+        gates = self.gates(request.options.min_confidence, request.options.min_face_size)
+        index = await self.indexes.get()
+        pipeline = self.pipeline
+        path = self.paths.resolve(request.path)
+        info = await self.pool.run(probe, path)
+        times = evenly_spaced(info.duration_s, count, start, end)
+        report = FrameReport(requested=len(times))
+
+        frames: list[_FrameFaces] = []
+        counts = {"detected": 0, "kept": 0}
+
+        async def analyse(frame: SceneFrame) -> None:
+            t0 = time.perf_counter()
+            faces, found = await pipeline.detect(frame.image, gates)
+            t1 = time.perf_counter()
+            embedded = await pipeline.embed(frame.image, faces)
+            t2 = time.perf_counter()
+            matches = await self._match(index, embedded, max_distance, top_k)
+            timing.detection_ms += (t1 - t0) * 1000
+            timing.embedding_ms += (t2 - t1) * 1000
+            timing.matching_ms += (time.perf_counter() - t2) * 1000
+            counts["detected"] += found
+            counts["kept"] += len(faces)
+            frames.append(_FrameFaces(frame.index, frame.time_s, embedded, matches))
+
+        if request.cover is not None:
+            cover = await self._image(request.cover)
+            await analyse(SceneFrame(-1, -1.0, cover))
+
+        iterator = read_frames(path, info, times, report)
+        slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+        done = 0
+        last_progress = 0.0
+        try:
+            while True:
+                await slots.acquire()
+                t0 = time.perf_counter()
+                frame = await self.pool.run(next, iterator, None)
+                timing.decode_ms += (time.perf_counter() - t0) * 1000
+                if frame is None:
+                    slots.release()
+                    break
+
+                async def run(frame: SceneFrame = frame) -> None:
+                    try:
+                        await analyse(frame)
+                    finally:
+                        slots.release()
+
+                task = asyncio.create_task(run())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                done += 1
+                now = time.perf_counter()
+                if now - last_progress >= 0.5:
+                    last_progress = now
+                    yield VideoProgress(done, len(times), now - started)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            iterator.close()
+        yield VideoProgress(report.decoded, len(times), time.perf_counter() - started)
+        if report.decoded == 0 and request.cover is None:
+            raise InvalidInput(
+                f"no frame of {request.path} could be decoded"
+                + (f" ({report.errors[0]})" if report.errors else "")
+            )
+
+        t0 = time.perf_counter()
+        persons = await self.pool.run(self._people, frames, cluster_distance)
+        timing.matching_ms += (time.perf_counter() - t0) * 1000
+        timing.total_ms = (time.perf_counter() - started) * 1000
+        partial_reason = ""
+        if report.partial:
+            partial_reason = f"{report.decoded} of {report.requested} planned frames could be decoded" + (
+                f": {report.errors[0]}" if report.errors else " (the stream ends early)"
+            )
+        yield VideoResult(
+            frames_requested=len(times),
+            frames_analyzed=report.decoded,
+            faces_detected=counts["detected"],
+            faces_after_filter=counts["kept"],
+            persons=persons,
+            duration_s=info.duration_s,
+            partial=report.partial,
+            partial_reason=partial_reason,
+            timing=timing,
+            answered_by=self.answered(index),
+        )
+
+    def _people(self, frames: list[_FrameFaces], cluster_distance: float) -> list[VideoPerson]:
+        weights = self.profile.weights()
+        frames.sort(key=lambda f: f.index)
+        items: list[tuple[tuple[int, int], Vector]] = []
+        for f_number, frame in enumerate(frames):
+            for face_number, face in enumerate(frame.faces):
+                items.append(((f_number, face_number), fused_vector(face.vectors, weights)))
+        clusters = cluster_faces(items, cluster_distance)
+        members = [cluster.members for cluster in clusters]
+        # Two clusters whose strongest candidate is the same performer are one person seen twice
+        # (lighting, pose): merge them before performers are handed out.
+        merged: dict[str, list[tuple[int, int]]] = {}
+        people: list[list[tuple[int, int]]] = []
+        for group in members:
+            votes = vote_person([(frames[f].index, frames[f].matches[i]) for f, i in group])
+            if votes:
+                key = votes[0][0].performer.id
+                if key in merged:
+                    merged[key].extend(group)
+                    continue
+                merged[key] = group
+            people.append(group)
+        candidates = [
+            vote_person([(frames[f].index, frames[f].matches[i]) for f, i in group]) for group in people
+        ]
+        sizes = [len({frames[f].index for f, _ in group}) for group in people]
+        verdicts = assign_people(candidates, sizes)
+        result = []
+        for group, verdict, size in zip(people, verdicts, sizes, strict=True):
+            sightings = [
+                Sighting(frames[f].index, frames[f].time_s, frames[f].faces[i].face) for f, i in group
+            ]
+            sightings.sort(key=lambda s: s.frame_index)
+            result.append(
+                VideoPerson(
+                    person_id=0,
+                    frame_count=size,
+                    best=verdict.best,
+                    alternatives=list(verdict.alternatives),
+                    time_ranges=time_ranges([(s.frame_index, s.time_s) for s in sightings]),
+                    sightings=sightings,
+                )
+            )
+        result.sort(key=lambda p: (p.best is None, -p.frame_count, p.best.distance if p.best else 0.0))
+        return [
+            VideoPerson(i, p.frame_count, p.best, p.alternatives, p.time_ranges, p.sightings)
+            for i, p in enumerate(result)
+        ]

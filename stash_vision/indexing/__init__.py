@@ -1,0 +1,1 @@
+"""Building face indexes (client side of the server's EmbedFaces)."""
