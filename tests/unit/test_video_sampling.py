@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -39,6 +40,7 @@ def info_for(
     has_b_frames: bool = True,
     timestamps_reliable: bool = True,
     indexed: bool = True,
+    bidir_skippable: bool = False,
 ) -> VideoInfo:
     return VideoInfo(
         duration_s=frames / fps,
@@ -53,6 +55,7 @@ def info_for(
         header_frames=frames,
         timestamps_reliable=timestamps_reliable,
         indexed=indexed,
+        bidir_skippable=bidir_skippable,
     )
 
 
@@ -82,14 +85,18 @@ def write_video(
     size: tuple[int, int] = (WIDTH, HEIGHT),
     rotation: int | None = None,
     muxer_options: dict[str, str] | None = None,
+    b_frames: int = 3,
+    x264_params: str = "",
 ) -> Path:
-    """Frame i shows its index (index_image). libx264: 3 B-frames in every mini-GOP, the middle one
-    a reference, so NONREF skipping drops every other frame."""
+    """Frame i shows its index (index_image). libx264 (veryfast: one reference frame): 3 B-frames
+    in every mini-GOP, the middle one a reference, so NONREF skipping drops every other frame and
+    BIDIR skipping three frames in four."""
     width, height = size
     with av.open(str(path), "w", options=muxer_options) as out:
         settings = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         if codec == "libx264":
-            settings |= {"bf": "3", "x264-params": "b-adapt=0", "preset": "veryfast"}
+            params = "b-adapt=0" + (f":{x264_params}" if x264_params else "")
+            settings |= {"bf": str(b_frames), "x264-params": params, "preset": "veryfast"}
         stream = out.add_stream(codec, rate=FPS, options=settings)
         assert isinstance(stream, VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -127,6 +134,48 @@ def dense_any_container(media: Path, request: pytest.FixtureRequest) -> Path:
 def one_keyframe(media: Path) -> Path:
     """H.264 with B-frames and a single keyframe: nothing to seek to."""
     return write_video(media / "one_gop.mp4", gop=250)
+
+
+def write_moving_video(path: Path, *, references: int, frames: int = FRAMES) -> Path:
+    """A noise texture scrolling 3 px right and 2 px down per frame: every frame differs from the
+    ones before, so a frame predicted from a missing reference comes out visibly wrong. libx264
+    with 3 B-frames, B-pyramid normal (x264's default) and `references` reference frames."""
+    width, height = 160, 96
+    texture = np.random.default_rng(7).integers(0, 256, (height * 2, width * 2, 3), dtype=np.uint8)
+    texture = np.asarray(Image.fromarray(texture).resize((width * 2, height * 2), Image.Resampling.BOX))
+    with av.open(str(path), "w") as out:
+        settings = {
+            "g": "250",
+            "bf": "3",
+            "preset": "veryfast",
+            "x264-params": f"b-adapt=0:b-pyramid=normal:ref={references}:scenecut=0",
+        }
+        stream = out.add_stream("libx264", rate=FPS, options=settings)
+        assert isinstance(stream, VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            x, y = (3 * i) % width, (2 * i) % height
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(texture[y : y + height, x : x + width]), format="rgb24"
+            )
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def decode_all(path: Path, skip_frame: str = "DEFAULT") -> dict[int, BgrImage]:
+    """Every frame the decoder gives, by index (pts in frames), with PyAV directly."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = skip_frame  # type: ignore[assignment]
+        return {
+            round(float(frame.time) * FPS): cast(BgrImage, frame.to_ndarray(format="bgr24"))
+            for frame in container.decode(stream)
+            if frame.time is not None
+        }
 
 
 def collect(iterator: video.SampleIterator) -> list[video.Sample]:
@@ -220,6 +269,70 @@ def test_seeking_needs_an_index_and_a_known_keyframe_spacing() -> None:
         Strategy.SKIP_NONREF
     )
     assert sample_plan(info_for(30.0, 1800, keyframe_interval_s=None), 2.0).strategy is Strategy.SKIP_NONREF
+
+
+def test_b_frames_no_p_frame_refers_to_are_all_skipped() -> None:
+    plan = sample_plan(info_for(30.0, 1800, keyframe_interval_s=8.3, bidir_skippable=True), 2.0)
+    assert plan.strategy is Strategy.SKIP_BIDIR
+    assert plan.tolerance_frames == video.TOLERANCE_FRAMES
+    # Without B-frames there is nothing to skip, whatever the encoder's settings say.
+    no_b = info_for(30.0, 1800, keyframe_interval_s=8.3, has_b_frames=False, bidir_skippable=True)
+    assert sample_plan(no_b, 2.0).strategy is Strategy.SEQUENTIAL
+
+
+def test_decoding_only_i_and_p_frames_leaves_seeking_to_sparser_samples() -> None:
+    # Keyframes every 30 frames: with step 36 (1.2 GOP) seeking beats skipping non-reference frames
+    # but not decoding only the I- and P-frames; from step 43 (1.43 GOP) it beats both.
+    assert sample_plan(info_for(30.0, 1800, keyframe_interval_s=1.0), 1.2).strategy is Strategy.SEEK
+    skippable = info_for(30.0, 1800, keyframe_interval_s=1.0, bidir_skippable=True)
+    assert sample_plan(skippable, 1.2).strategy is Strategy.SKIP_BIDIR
+    assert sample_plan(skippable, 1.5).strategy is Strategy.SEEK
+
+
+def test_skipping_b_frames_is_refused_where_p_frames_may_refer_to_them() -> None:
+    plan = sample_plan(info_for(30.0, 1800), 2.0, strategy=Strategy.SKIP_BIDIR)
+    assert plan.strategy is Strategy.SKIP_NONREF
+    assert "refer to B-frames" in plan.reason
+    skippable = info_for(30.0, 1800, bidir_skippable=True)
+    assert sample_plan(skippable, 2.0, strategy=Strategy.SKIP_BIDIR).strategy is Strategy.SKIP_BIDIR
+
+
+X264_SEI = (
+    b"\x00\x00\x00\x02\x09\xf0\x00\x00\x02\xb0\x06\x05\xff\xff\xaa\xdcE\xe9\xbd\xe6\xd9H\xb7\x96,"
+    b"\xd8 \xd9#\xee\xefx264 - core 165 - H.264/MPEG-4 AVC codec - Copyleft 2003-2025 - "
+    b"http://www.videolan.org/x264.html - options: cabac=1 ref=%s deblock=1:0:0 analyse=0x3:0x113 "
+    b"bframes=3 b_pyramid=%s b_adapt=1 keyint=250\x00\x80\x00\x00\x12\x34e\x88\x84"
+)
+
+
+@pytest.mark.parametrize(
+    ("ref", "pyramid", "skippable"),
+    [
+        (b"3", b"2", False),  # x264's default (preset medium): P-frames use B-references
+        (b"1", b"2", True),  # one reference: the I/P frame just before
+        (b"5", b"1", True),  # strict pyramid: only B-frames refer to B-frames
+        (b"3", b"0", True),  # no pyramid: no B-frame is a reference
+    ],
+)
+def test_which_b_frames_can_be_skipped_is_read_from_x264s_settings(
+    ref: bytes, pyramid: bytes, skippable: bool
+) -> None:
+    head = X264_SEI % (ref, pyramid)
+    settings = video._x264_settings(head)
+    assert settings is not None
+    assert (settings["ref"], settings["b_pyramid"], settings["keyint"]) == (
+        ref.decode(),
+        pyramid.decode(),
+        "250",
+    )
+    assert video._bidir_skippable("h264", head) is skippable
+    assert not video._bidir_skippable("hevc", head), "only H.264's rules are known"
+
+
+def test_without_x264s_settings_b_frames_are_not_all_skipped() -> None:
+    assert video._x264_settings(b"\x00\x00\x01\x65\x88" * 100) is None
+    assert not video._bidir_skippable("h264", b"\x00\x00\x01\x65\x88" * 100)
+    assert not video._bidir_skippable("h264", b"")
 
 
 def test_a_requested_strategy_overrides_the_rule() -> None:
@@ -325,6 +438,65 @@ def test_skipping_non_reference_frames_decodes_fewer_frames(one_keyframe: Path) 
     assert iterator.report.decoded_frames <= FRAMES * 0.6
 
 
+def test_skipping_b_frames_decodes_a_third_of_the_frames_and_gives_exact_pictures(media: Path) -> None:
+    path = write_moving_video(media / "moving_ref1.mp4", references=1)
+    assert video.probe(path).bidir_skippable
+    everything = decode_all(path)
+    assert len(everything) == FRAMES
+    for interval in (0.4, 1.0):
+        iterator = video.iter_samples(path, interval, strategy=Strategy.SKIP_BIDIR)
+        samples = collect(iterator)
+        step = iterator.plan.step
+        assert [s.k for s in samples] == list(range(iterator.plan.expected_samples))
+        for sample in samples:
+            assert abs(sample.source_frame_index - sample.k * step) <= video.TOLERANCE_FRAMES
+            # The very picture a full decode gives for that frame, not an approximation of it.
+            assert np.array_equal(sample.frame, everything[sample.source_frame_index]), sample.k
+        report = iterator.report
+        assert report.strategy is Strategy.SKIP_BIDIR and not report.warnings
+        assert not report.partial, report.error
+        assert report.decoded_frames <= FRAMES * 0.3  # I- and P-frames: 1 in 4
+
+
+def test_b_frames_that_p_frames_refer_to_are_not_skipped(media: Path) -> None:
+    """x264's default (3 references, normal pyramid): P-frames are predicted from B-frames too, so
+    decoding without the B-frames damages them. The plan skips only non-reference frames."""
+    path = write_moving_video(media / "moving_ref3.mp4", references=3)
+    everything = decode_all(path)
+    without_b = decode_all(path, "BIDIR")
+    damaged = [i for i, image in without_b.items() if not np.array_equal(image, everything[i])]
+    assert damaged, "the premise: FFmpeg's BIDIR skipping damages P-frames of such a stream"
+
+    info = video.probe(path)
+    assert info.has_b_frames and not info.bidir_skippable
+    assert sample_plan(info, 1.0).strategy is Strategy.SKIP_NONREF
+    iterator = video.iter_samples(path, 1.0, info=info, strategy=Strategy.SKIP_BIDIR)
+    assert iterator.plan.strategy is Strategy.SKIP_NONREF
+    for sample in collect(iterator):
+        assert np.array_equal(sample.frame, everything[sample.source_frame_index]), sample.k
+
+
+def test_runs_of_b_frames_too_long_for_the_tolerance_fall_back_to_skipping_non_reference_frames(
+    media: Path,
+) -> None:
+    # 5 B-frames: I/P frames 6 apart, so frame 9 (step 9) is 3 from the nearest one.
+    path = write_video(media / "five_b.mp4", gop=250, b_frames=5)
+    assert video.probe(path).bidir_skippable
+    iterator = video.iter_samples(path, 0.36, strategy=Strategy.SKIP_BIDIR)
+    samples = collect(iterator)
+    report = iterator.report
+    assert iterator.plan.step == 9
+    assert [s.k for s in samples] == list(range(iterator.plan.expected_samples))
+    for sample in samples:
+        assert index_of(sample.frame) == sample.source_frame_index
+        assert abs(sample.source_frame_index - sample.k * 9) <= video.TOLERANCE_FRAMES
+    assert report.strategy is Strategy.SKIP_BIDIR and not report.partial, report.error
+    assert any("B-frames around frame 9" in w and "non-reference" in w for w in report.warnings), (
+        report.warnings
+    )
+    assert report.decoded_frames < FRAMES
+
+
 def test_seeking_skips_whole_gops(dense_any_container: Path) -> None:
     iterator = video.iter_samples(dense_any_container, 2.0, strategy=Strategy.SEEK)
     assert [s.source_frame_index for s in collect(iterator)] == [0, 50]
@@ -338,11 +510,13 @@ def test_the_seek_index_gives_the_keyframe_spacing(dense_any_container: Path) ->
     assert sample_plan(info, 1.0).strategy is Strategy.SEEK
 
 
-def test_the_plan_picks_seek_for_dense_keyframes_and_nonref_skipping_for_one_long_gop(
+def test_the_plan_picks_seek_for_dense_keyframes_and_b_frame_skipping_for_one_long_gop(
     dense_keyframes: Path, one_keyframe: Path
 ) -> None:
     assert video.iter_samples(dense_keyframes, 1.0).plan.strategy is Strategy.SEEK
-    assert video.iter_samples(one_keyframe, 1.0).plan.strategy is Strategy.SKIP_NONREF
+    # x264 with one reference frame: no P-frame refers to a B-frame.
+    assert video.probe(one_keyframe).bidir_skippable
+    assert video.iter_samples(one_keyframe, 1.0).plan.strategy is Strategy.SKIP_BIDIR
 
 
 def test_without_b_frames_and_in_avi_frames_are_counted(media: Path) -> None:
