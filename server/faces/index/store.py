@@ -1,0 +1,436 @@
+"""Loading and querying a face index folder (layout: see `layout`).
+
+Thread-safety: a loaded `FaceIndex` is immutable and `query` may be called from many threads at
+once. Each call passes its own `query_ef` to Voyager and never sets the shared `Index.ef`; the
+underlying hnswlib search only reads the graph (its visited-list pool is mutex-guarded), so
+concurrent searches are safe. Voyager 2.2's Python binding holds the GIL for the whole of `query`
+(we pass num_threads=1, so it starts no threads of its own): concurrent calls are serialised, not
+parallel. A single-face search takes about a millisecond at 100k rows (docs/benchmarks-voyager.md),
+so this costs little next to detection and embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import voyager
+
+from .errors import (
+    REBUILD_HINT,
+    ChecksumMismatchError,
+    FaceIndexError,
+    IndexCorruptError,
+    IndexFileMissingError,
+    IndexIncompatibleError,
+    IndexNotFoundError,
+    IndexQueryError,
+    RecipeMismatchError,
+)
+from .layout import (
+    FACES_FILE,
+    PERFORMERS_DB_FILE,
+    PERFORMERS_JSON_FILE,
+    check_embedder_name,
+    sha256_file,
+    voyager_file,
+)
+from .manifest import IndexManifest, VoyagerParams, read_manifest
+from .recipe import normalise_recipe, recipe_differences
+from .records import PerformerRecord
+
+# Tables of Stash Sense's performers.db that an index must have (the subset stash-vision writes).
+REQUIRED_TABLES = frozenset({"performers", "stashbox_ids", "faces", "aliases"})
+
+RowIds = npt.NDArray[np.int64]
+Distances = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedder:
+    name: str
+    dim: int
+    index: Any  # voyager.Index, or None for an empty index (Voyager cannot load an empty index file)
+
+
+class FaceIndex:
+    """A loaded, verified face index: one Voyager index per embedder, rows lined up across them."""
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: IndexManifest,
+        embedders: Sequence[_Embedder],
+        rows: int,
+        faces: Sequence[str | None],
+        performers: Mapping[str, PerformerRecord],
+    ) -> None:
+        self._folder = folder
+        self._manifest = manifest
+        self._embedders = {embedder.name: embedder for embedder in embedders}
+        self._rows = rows
+        self._faces = tuple(faces)
+        self._performers = MappingProxyType(dict(performers))
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        embedders: Sequence[str],
+        recipe: Mapping[str, Any],
+        *,
+        profile: str | None = None,
+    ) -> FaceIndex:
+        """Load and verify the index in `folder` for the given embedders and preprocessing recipe.
+
+        Verifies every checksum manifest.json lists (sha256, streamed), that the recipe the index was
+        built with equals `recipe` exactly, that each embedder's .voy exists with the manifest's
+        dimension and that all hold the same rows 0..N-1, and that faces.json covers every row.
+        `profile` names the face profile in error messages (default: the recipe's "profile" key).
+        Raises a `FaceIndexError` subclass."""
+        folder = Path(folder)
+        if profile is None and isinstance(recipe, Mapping) and isinstance(recipe.get("profile"), str):
+            profile = recipe["profile"]
+        profile_name = f"profile {profile}" if profile else "this face profile"
+        if not folder.exists():
+            raise IndexNotFoundError(
+                f"face index folder {folder} does not exist: build one with `stash-vision index build`"
+                f" for {profile_name}, or point the server at an existing index folder"
+            )
+        if not folder.is_dir():
+            raise IndexNotFoundError(f"face index path {folder} is not a folder")
+        if isinstance(embedders, str) or not embedders:
+            raise IndexQueryError(
+                "load() needs a non-empty sequence of embedder names, e.g. ['facenet', 'arcface']"
+            )
+        for name in embedders:
+            try:
+                check_embedder_name(name)
+            except ValueError as exc:
+                raise IndexQueryError(str(exc)) from exc
+        if len(set(embedders)) != len(embedders):
+            raise IndexQueryError(f"embedder names repeat: {list(embedders)}")
+        try:
+            wanted_recipe = normalise_recipe(recipe)
+        except ValueError as exc:
+            raise IndexIncompatibleError(f"the recipe of {profile_name} cannot be compared: {exc}") from exc
+
+        manifest = read_manifest(folder)
+        params = _check_compatible(folder, manifest, embedders, wanted_recipe, profile_name)
+        _verify_checksums(folder, manifest, embedders)
+        faces = _read_faces(folder / FACES_FILE)
+        performers = _read_performers(folder / PERFORMERS_JSON_FILE)
+        _check_performers_db(folder / PERFORMERS_DB_FILE)
+
+        loaded = [_load_embedder(folder, name, manifest, params) for name in embedders]
+        rows = manifest.face_count
+        for embedder in loaded:
+            if embedder.index is not None and embedder.index.num_elements != rows:
+                raise IndexCorruptError(
+                    f"{folder / voyager_file(embedder.name)} holds {embedder.index.num_elements} rows but "
+                    f"manifest.json says face_count={rows}: the files come from different builds; {REBUILD_HINT}"
+                )
+        if len(faces) < rows:
+            raise IndexCorruptError(
+                f"{folder / FACES_FILE} maps {len(faces)} rows but the Voyager indices hold {rows}: "
+                f"rows past the end would have no performer; {REBUILD_HINT}"
+            )
+        for row, universal_id in enumerate(faces):
+            if universal_id is not None and universal_id not in performers:
+                raise IndexCorruptError(
+                    f"{folder / FACES_FILE} row {row} names performer {universal_id!r}, which "
+                    f"{PERFORMERS_JSON_FILE} does not list; {REBUILD_HINT}"
+                )
+        if manifest.performer_count != len(performers):
+            raise IndexCorruptError(
+                f"manifest.json says performer_count={manifest.performer_count} but {PERFORMERS_JSON_FILE} "
+                f"lists {len(performers)}: the files come from different builds; {REBUILD_HINT}"
+            )
+        return cls(folder, manifest, loaded, rows, faces, performers)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self._manifest
+
+    @property
+    def version(self) -> str:
+        return self._manifest.version
+
+    @property
+    def face_count(self) -> int:
+        """Rows in every Voyager index (faces.json may name fewer performers: null rows are gaps)."""
+        return self._rows
+
+    @property
+    def performer_count(self) -> int:
+        return len(self._performers)
+
+    @property
+    def embedders(self) -> tuple[str, ...]:
+        """The embedders loaded (in the order given to `load`)."""
+        return tuple(self._embedders)
+
+    @property
+    def dims(self) -> Mapping[str, int]:
+        return MappingProxyType({name: embedder.dim for name, embedder in self._embedders.items()})
+
+    # -- lookups ------------------------------------------------------------------------------
+    def performer(self, universal_id: str) -> PerformerRecord | None:
+        return self._performers.get(universal_id)
+
+    def performer_of_row(self, row: int) -> PerformerRecord | None:
+        """The performer a Voyager row belongs to; None for a null row (a gap) or one out of range."""
+        row = int(row)
+        if row < 0 or row >= len(self._faces):
+            return None
+        universal_id = self._faces[row]
+        return None if universal_id is None else self._performers.get(universal_id)
+
+    # -- search -------------------------------------------------------------------------------
+    def query(
+        self, vectors: Mapping[str, npt.ArrayLike], k: int, query_ef: int
+    ) -> dict[str, tuple[RowIds, Distances]]:
+        """k nearest rows per query vector, per embedder.
+
+        `vectors[name]` is an (n, dim) float32 array for any subset of the loaded embedders. Returns
+        `{name: (rows (n, k'), distances (n, k'))}` with k' = min(k, face_count), nearest first. The
+        distance is Voyager's cosine distance 1 - cos, in [0, 2] (vectors need not be normalised;
+        Voyager normalises them). The search explores max(query_ef, k') candidates. An empty index
+        gives (n, 0) arrays."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise IndexQueryError(f"k must be a positive integer, got {k!r}")
+        if isinstance(query_ef, bool) or not isinstance(query_ef, int | np.integer) or query_ef < 1:
+            raise IndexQueryError(f"query_ef must be a positive integer, got {query_ef!r}")
+        unknown = sorted(set(vectors) - set(self._embedders))
+        if unknown:
+            raise IndexQueryError(
+                f"no Voyager index loaded for embedder(s) {unknown}; this index was loaded for {list(self._embedders)}"
+            )
+        kept = min(int(k), self._rows)
+        ef = max(int(query_ef), kept)
+        results: dict[str, tuple[RowIds, Distances]] = {}
+        for name, array in vectors.items():
+            embedder = self._embedders[name]
+            queries = _as_queries(name, array, embedder.dim)
+            if kept == 0 or queries.shape[0] == 0:
+                results[name] = (
+                    np.empty((queries.shape[0], kept), dtype=np.int64),
+                    np.empty((queries.shape[0], kept), dtype=np.float32),
+                )
+                continue
+            results[name] = _search(embedder, queries, kept, ef)
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f"<FaceIndex {self._folder} version={self.version!r} faces={self._rows} "
+            f"performers={self.performer_count} embedders={list(self._embedders)}>"
+        )
+
+
+# -- load steps ---------------------------------------------------------------------------------
+def _check_compatible(
+    folder: Path,
+    manifest: IndexManifest,
+    embedders: Sequence[str],
+    wanted_recipe: dict[str, Any],
+    profile_name: str,
+) -> VoyagerParams:
+    rebuild = f"{REBUILD_HINT} for {profile_name}"
+    if manifest.recipe is None:
+        raise IndexIncompatibleError(
+            f"the index at {folder} (version {manifest.version}) lacks a recipe: its manifest.json has no "
+            "'recipe' block, so nothing says how its faces were detected, aligned and normalised. It was not "
+            f"built by stash-vision (a Stash Sense release?); {rebuild}"
+        )
+    if manifest.voyager is None:
+        raise IndexIncompatibleError(
+            f"the index at {folder} (version {manifest.version}) has no 'voyager' block in manifest.json "
+            f"(space, M, ef_construction, embedders); {rebuild}"
+        )
+    built_recipe = normalise_recipe(manifest.recipe)
+    differences = recipe_differences(built_recipe, wanted_recipe)
+    if differences:
+        keys = tuple(key for key, _ in differences)
+        raise RecipeMismatchError(
+            f"the index at {folder} (version {manifest.version}) was built with a different preprocessing "
+            f"recipe than {profile_name}; differing keys: {'; '.join(text for _, text in differences)}. "
+            f"Its vectors cannot be compared with this profile's embeddings: {rebuild}",
+            differing_keys=keys,
+        )
+    params = manifest.voyager
+    missing = [name for name in embedders if name not in params.embedders]
+    if missing:
+        raise IndexIncompatibleError(
+            f"the index at {folder} has no Voyager index for embedder(s) {missing} (it holds "
+            f"{params.embedders}); {rebuild}"
+        )
+    no_dim = [name for name in embedders if manifest.dim(name) is None]
+    if no_dim:
+        raise IndexCorruptError(
+            f"manifest.json of {folder} gives no dimension for embedder(s) {no_dim} "
+            f"(models.<embedder>_dim); {REBUILD_HINT}"
+        )
+    return params
+
+
+def _verify_checksums(folder: Path, manifest: IndexManifest, embedders: Sequence[str]) -> None:
+    required = [voyager_file(name) for name in embedders] + [
+        FACES_FILE,
+        PERFORMERS_JSON_FILE,
+        PERFORMERS_DB_FILE,
+    ]
+    for name in required:
+        if not (folder / name).is_file():
+            raise IndexFileMissingError(
+                f"{folder / name} is missing: the index is incomplete; re-download it or {REBUILD_HINT}"
+            )
+        if name not in manifest.checksums:
+            raise IndexCorruptError(
+                f"manifest.json of {folder} lists no checksum for {name}, so it cannot be verified; {REBUILD_HINT}"
+            )
+    for name, expected in manifest.checksums.items():
+        path = folder / name
+        if not path.is_file():
+            raise IndexFileMissingError(
+                f"{path} is missing (manifest.json lists it): the index is incomplete; re-download it or {REBUILD_HINT}"
+            )
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise IndexCorruptError(f"cannot read {path}: {exc}") from exc
+        if actual != expected:
+            raise ChecksumMismatchError(
+                f"checksum mismatch for {name} in {folder}: manifest.json says {expected}, the file has {actual}. "
+                f"The file was modified or damaged; re-download the index or {REBUILD_HINT}",
+                file=name,
+            )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptError(f"{path} is not readable JSON ({exc}); {REBUILD_HINT}") from exc
+
+
+def _read_faces(path: Path) -> list[str | None]:
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise IndexCorruptError(
+            f"{path} must hold a JSON array (row -> performer id or null), found {type(data).__name__}"
+        )
+    for row, item in enumerate(data):
+        if item is not None and not isinstance(item, str):
+            raise IndexCorruptError(f"{path} row {row} is {item!r}: expected a performer id string or null")
+    return data
+
+
+def _read_performers(path: Path) -> dict[str, PerformerRecord]:
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise IndexCorruptError(
+            f"{path} must hold a JSON object (performer id -> metadata), found {type(data).__name__}"
+        )
+    performers: dict[str, PerformerRecord] = {}
+    for universal_id, entry in data.items():
+        if not isinstance(entry, dict):
+            raise IndexCorruptError(f"{path}: entry {universal_id!r} is not a JSON object")
+        try:
+            performers[universal_id] = PerformerRecord.from_json_entry(universal_id, entry)
+        except ValueError as exc:
+            raise IndexCorruptError(f"{path}: entry {universal_id!r}: {exc}") from exc
+    return performers
+
+
+def _check_performers_db(path: Path) -> None:
+    try:
+        connection = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            names = {
+                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise IndexCorruptError(f"{path} is not a readable SQLite database ({exc}); {REBUILD_HINT}") from exc
+    missing = sorted(REQUIRED_TABLES - names)
+    if missing:
+        raise IndexCorruptError(f"{path} lacks table(s) {missing}; {REBUILD_HINT}")
+
+
+def _load_embedder(folder: Path, name: str, manifest: IndexManifest, params: VoyagerParams) -> _Embedder:
+    path = folder / voyager_file(name)
+    dim = manifest.dim(name)
+    assert dim is not None  # checked by _check_compatible
+    if manifest.face_count == 0:
+        # Voyager writes an empty index that it cannot load back ("entry point ... 4294967295"):
+        # the file's checksum was verified; there is nothing to search.
+        return _Embedder(name, dim, None)
+    try:
+        index = voyager.Index.load(str(path))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise IndexCorruptError(f"{path} is not a loadable Voyager index ({exc}); {REBUILD_HINT}") from exc
+    if index.space != voyager.Space.Cosine or index.storage_data_type != voyager.StorageDataType.Float32:
+        raise IndexIncompatibleError(
+            f"{path} uses space {index.space} with {index.storage_data_type} storage; stash-vision expects "
+            f"Cosine with Float32 (manifest says {params.space}/{params.storage}); {REBUILD_HINT}"
+        )
+    if index.num_dimensions != dim:
+        raise IndexCorruptError(
+            f"{path} holds {index.num_dimensions}-d vectors but manifest.json says {name}_dim={dim}; {REBUILD_HINT}"
+        )
+    rows = int(index.num_elements)
+    if len(index) != rows:
+        raise IndexCorruptError(f"{path} has deleted rows; stash-vision indices never delete; {REBUILD_HINT}")
+    if rows:
+        ids = np.fromiter(index.ids, dtype=np.int64, count=rows)
+        if int(ids.min()) != 0 or int(ids.max()) != rows - 1:
+            raise IndexCorruptError(
+                f"{path} row ids are not 0..{rows - 1}, so they cannot line up with faces.json; {REBUILD_HINT}"
+            )
+    return _Embedder(name, dim, index)
+
+
+# -- search -------------------------------------------------------------------------------------
+def _as_queries(name: str, array: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
+    try:
+        queries = np.ascontiguousarray(array, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise IndexQueryError(f"query vectors for {name} are not numeric: {exc}") from exc
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise IndexQueryError(f"query vectors for {name} must have shape (n, {dim}), got {queries.shape}")
+    if not np.isfinite(queries).all():
+        raise IndexQueryError(f"query vectors for {name} contain NaN or infinity")
+    return queries
+
+
+def _search(
+    embedder: _Embedder, queries: npt.NDArray[np.float32], k: int, ef: int
+) -> tuple[RowIds, Distances]:
+    index = embedder.index
+    try:
+        ids, distances = index.query(queries, k=k, num_threads=1, query_ef=ef)
+    except voyager.RecallError:
+        # HNSW found fewer than k reachable rows: search wider once before giving up.
+        try:
+            ids, distances = index.query(queries, k=k, num_threads=1, query_ef=max(4 * ef, 4 * k))
+        except voyager.RecallError as exc:
+            raise FaceIndexError(
+                f"Voyager found fewer than {k} neighbours in the {embedder.name} index even at query_ef="
+                f"{max(4 * ef, 4 * k)} ({exc}); the index graph may be damaged: {REBUILD_HINT}"
+            ) from exc
+    return np.asarray(ids, dtype=np.int64), np.asarray(distances, dtype=np.float32)
