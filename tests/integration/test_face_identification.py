@@ -241,16 +241,46 @@ def test_video_frames_clusters_and_time_ranges(
     assert sightings == result.faces_after_filter
 
 
-def test_partly_corrupt_video_is_a_partial_result(
+def test_truncated_video_is_a_partial_result(
+    stub: faces_pb2_grpc.FaceServiceStub, left_out: dict[str, str], tmp_path: Path
+) -> None:
+    # The first 40 % of Megamind.avi: the header still announces 11.3 s, the frames stop early.
+    data = shared_file("testdata/video/Megamind.avi").read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: len(data) * 4 // 10])
+    events = list(
+        stub.IdentifyVideo(faces_pb2.IdentifyVideoRequest(path=str(truncated), num_frames=20), timeout=300)
+    )
+    result = events[-1].result
+    assert result.partial and "of 20 planned frames" in result.partial_reason
+    assert 0 < result.frames_analyzed < 20
+
+
+def test_damaged_video_answers_with_what_decodes(
     stub: faces_pb2_grpc.FaceServiceStub, left_out: dict[str, str]
 ) -> None:
+    # tree.avi has damaged packets all through; frames around them still decode, and each sighting
+    # carries the time of the frame actually used.
     video = shared_file("testdata/video/tree.avi")
     events = list(
         stub.IdentifyVideo(faces_pb2.IdentifyVideoRequest(path=str(video), num_frames=20), timeout=300)
     )
     result = events[-1].result
-    assert result.partial and result.partial_reason
-    assert 0 < result.frames_analyzed < 20
+    assert result.frames_analyzed > 0
+    assert result.partial == (result.frames_analyzed < result.frames_requested)
+
+
+def test_not_a_video_is_a_clear_error(stub: faces_pb2_grpc.FaceServiceStub, left_out: dict[str, str]) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list(
+            stub.IdentifyVideo(
+                faces_pb2.IdentifyVideoRequest(path=str(shared_file(f"{FACES}/img1.jpg"))), timeout=60
+            )
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as missing:
+        list(stub.IdentifyVideo(faces_pb2.IdentifyVideoRequest(path="/nope/scene.mp4"), timeout=60))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize(
