@@ -289,7 +289,7 @@ def test_not_a_video_is_a_clear_error(stub: faces_pb2_grpc.FaceServiceStub, left
         (
             lambda: faces_pb2.IdentifyImageRequest(image=media_pb2.ImageSource(data=b"not an image")),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "decode",
+            "not an image",
         ),
         (
             lambda: faces_pb2.IdentifyImageRequest(image=media_pb2.ImageSource(path="/nope/x.jpg")),
