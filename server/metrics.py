@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HANDLED = Counter(
     "grpc_server_handled_total",
@@ -28,6 +28,15 @@ STAGE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 IMAGES_DECODED = Counter("stash_vision_images_decoded_total", "Images decoded.")
+VIDEO_FRAMES_DECODED = Counter(
+    "stash_vision_video_frames_decoded_total",
+    "Video frames decoded (sampled or not), by the decode strategy chosen for the file.",
+    ["strategy"],
+)
+VIDEO_FRAMES_IN_FLIGHT = Gauge(
+    "stash_vision_video_frames_in_flight",
+    "Sampled video frames being decoded, preprocessed or in Triton, across all videos.",
+)
 
 
 def _split(method: str) -> tuple[str, str]:

@@ -2,14 +2,22 @@
 
 Decoding runs in its own thread per video and yields only the sampled frames; each frame is
 preprocessed on the CPU pool and sent to every tagger's model, so frames of all concurrent videos
-and images share Triton batches while the next frames decode. At most a few frames per video are
-in flight and at most `max_concurrent_videos` videos decode at once, so memory stays flat however
-long the file is. Existing results decide what to re-run (§3.7); nothing to re-run answers from
-the stored file without decoding. Cancelling the consumer stops decoding and inference."""
+and images share Triton batches while the next frames decode. A frame is in flight from the moment
+its decoding starts until its last Triton answer: at most `_FRAMES_IN_FLIGHT` per video and
+`global_frames_in_flight` across all videos (a slot is taken before the frame is decoded, waiters
+served first come, first served), and at most `max_concurrent_videos` videos decode at once, so
+memory stays flat however long and however many the files are. Existing results decide what to
+re-run (§3.7); nothing to re-run answers from the stored file without decoding. Cancelling the
+consumer stops decoding and inference and frees the video's slots before its answer stream ends.
+
+Each sample records the `stash_vision_stage_seconds` stages the image paths record: `decode` (the
+decoder's work for one sample: every frame it decodes up to it, and its conversion), `preprocess`
+and `triton` (one round trip per tagger)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from stash_vision.catalog.entries import InputContract
-from stash_vision.server.arrays import BgrImage, FloatTensor
+from stash_vision.server.arrays import AnyArray, BgrImage, FloatTensor
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.media import video
 from stash_vision.server.media.paths import MediaPaths
+from stash_vision.server.metrics import STAGE_SECONDS, VIDEO_FRAMES_DECODED, VIDEO_FRAMES_IN_FLIGHT
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.server.taggers.base import Tagger
 from stash_vision.server.tagging.ai_json import AIVideoResult, LoadedResult, load_ai_json
@@ -46,6 +55,8 @@ from stash_vision.server.triton_session import InferenceSession
 from stash_vision.server.workers import CpuPool
 
 _FRAMES_IN_FLIGHT = 6
+"""Per video: enough for decoding and inference to overlap, few enough that one video cannot hold
+every global slot when others wait."""
 _PROGRESS_EVERY_S = 1.0
 # v3 merges raw runs across small gaps (server config max_timespan_merge_seconds, §2).
 _V3_MAX_MERGE_S = 4.0
@@ -99,7 +110,12 @@ class VideoTagging:
         *,
         max_concurrent_videos: int = 2,
         reprocess_with_more_accurate_same_model: bool = False,
+        # As for images (docs/benchmarks-video.md): 2 videos x 6 frames let Triton form batches of
+        # 12 and doubled the model's arena for no throughput; one video never needs more than 6.
+        global_frames_in_flight: int = 8,
     ) -> None:
+        if global_frames_in_flight < 1:
+            raise ValueError(f"global_frames_in_flight must be at least 1, got {global_frames_in_flight}")
         self.taggers = taggers
         self.session = session
         self.paths = paths
@@ -107,6 +123,8 @@ class VideoTagging:
         self.reprocess_more_accurate = reprocess_with_more_accurate_same_model
         self._decoders = ThreadPoolExecutor(max_concurrent_videos, thread_name_prefix="video")
         self._video_slots = asyncio.Semaphore(max_concurrent_videos)
+        self._frame_slots = asyncio.Semaphore(global_frames_in_flight)
+        self.global_frames_in_flight = global_frames_in_flight
         self.categories = CategoryConfig.of(
             settings for tagger in taggers for settings in tagger.category_config.categories.values()
         )
@@ -172,6 +190,7 @@ class VideoTagging:
             collector = asyncio.create_task(
                 self._collect(path, info, taggers, run_categories, threshold, options, progress)
             )
+            waiter: asyncio.Future[VideoProgress] | None = None
             try:
                 while not collector.done():
                     waiter = asyncio.ensure_future(progress.get())
@@ -182,8 +201,14 @@ class VideoTagging:
                         waiter.cancel()
                 frames, report, stats = await collector
             finally:
-                # The consumer went away (client cancelled): stop decoding and inference.
+                # The consumer went away (client cancelled): stop decoding and inference, and keep
+                # this video's slot until the decoder has stopped and its frames' slots are free.
+                if waiter is not None:
+                    waiter.cancel()
                 collector.cancel()
+                await asyncio.wait({collector})
+                if not collector.cancelled():
+                    collector.exception()  # retrieved here; the consumer is gone
         yield VideoProgress(stats.done, stats.total, time.perf_counter() - started)
         outcome_frames = frames
         if not outcome_frames:
@@ -277,27 +302,29 @@ class VideoTagging:
         options: VideoOptions,
         progress: asyncio.Queue[VideoProgress],
     ) -> tuple[list[FrameResult], video.DecodeReport, _Stats]:
-        loop = asyncio.get_running_loop()
         samples = video.iter_samples(path, options.frame_interval, vr=options.vr, info=info)
         contracts = list(dict.fromkeys(t.entry.input for t in taggers))
         stats = _Stats(total=samples.expected_samples)
         results: list[FrameResult] = []
-        slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
+        video_slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
 
-        async def tag_frame(sample: video.Sample) -> None:
+        async def infer(tagger: Tagger, tensors: dict[InputContract, FloatTensor]) -> dict[str, AnyArray]:
+            started = time.perf_counter()
+            tensor = tensors[tagger.entry.input][np.newaxis]
+            outputs = await self.session.infer(
+                tagger.model, {tagger.entry.input.tensor: tensor}, tagger.outputs
+            )
+            STAGE_SECONDS.labels("triton").observe(time.perf_counter() - started)
+            return outputs
+
+        async def tag_frame(time_s: float, frame: BgrImage) -> None:
             try:
                 prepared = time.perf_counter()
-                tensors = await self.pool.run(_prepare, sample.frame, contracts)
+                tensors = await self.pool.run(_prepare, frame, contracts)
+                del frame  # the full-size picture is not needed any more: only its tensors
                 stats.preprocess_seconds += time.perf_counter() - prepared
                 inferring = time.perf_counter()
-                per_tagger = await asyncio.gather(
-                    *(
-                        self.session.infer(
-                            t.model, {t.entry.input.tensor: tensors[t.entry.input][np.newaxis]}, t.outputs
-                        )
-                        for t in taggers
-                    )
-                )
+                per_tagger = await asyncio.gather(*(infer(t, tensors) for t in taggers))
                 stats.inference_seconds += time.perf_counter() - inferring
                 tags: dict[str, list[Any]] = {}
                 for tagger, outputs in zip(taggers, per_tagger, strict=True):
@@ -308,35 +335,85 @@ class VideoTagging:
                         for tag, confidence in scores.items():
                             if confidence > threshold:
                                 hits.append((tag, round(confidence, 2)) if options.return_confidence else tag)
-                results.append(FrameResult(time=sample.time_s, tags=tags))
+                results.append(FrameResult(time=time_s, tags=tags))
                 stats.done += 1
             finally:
-                slots.release()
+                self._release_frame(video_slots)
 
         iterator: Iterator[video.Sample] = iter(samples)
+        decoding: concurrent.futures.Future[video.Sample | None] | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
-                    await slots.acquire()
-                    sample = await loop.run_in_executor(self._decoders, next, iterator, None)
+                    # A slot first, then the frame: a decoded frame always holds one.
+                    await self._acquire_frame(video_slots)
+                    handed_over = False
+                    try:
+                        decoding = self._decoders.submit(_next_sample, iterator)
+                        sample = await asyncio.wrap_future(decoding)
+                        decoding = None
+                        if sample is not None:
+                            group.create_task(tag_frame(sample.time_s, sample.frame))
+                            handed_over = True
+                    finally:
+                        if not handed_over:
+                            self._release_frame(video_slots)
                     if sample is None:
-                        slots.release()
                         break
-                    group.create_task(tag_frame(sample))
+                    del sample  # the task holds the frame now, and lets go of it once preprocessed
                     event = stats.maybe_report(time.perf_counter())
                     if event is not None and not progress.full():
                         progress.put_nowait(event)  # progress is lossy: a slow reader never blocks work
         finally:
-            # Stops the decoder thread's work on cancellation too (client gone, Triton down).
-            close = getattr(samples, "close", None)
-            if close is not None:
-                await loop.run_in_executor(self._decoders, close)
+            # Stops the decoder thread's work on cancellation too (client gone, Triton down). A next()
+            # under way cannot be interrupted; the iterator is closed once it returns (closing it
+            # from another thread meanwhile would fail), in the decoder pool like the rest of its work.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._decoders, _close_after, samples, decoding)
         results.sort(key=lambda frame: frame.time)
-        return results, samples.report, stats
+        report = samples.report
+        VIDEO_FRAMES_DECODED.labels(str(report.strategy)).inc(report.decoded_frames)
+        return results, report, stats
+
+    async def _acquire_frame(self, video_slots: asyncio.Semaphore) -> None:
+        """This video's slot, then one of the server's: a video waiting for a global slot holds one
+        of its own only, and both are released together."""
+        await video_slots.acquire()
+        try:
+            await self._frame_slots.acquire()
+        except BaseException:
+            video_slots.release()
+            raise
+        VIDEO_FRAMES_IN_FLIGHT.inc()
+
+    def _release_frame(self, video_slots: asyncio.Semaphore) -> None:
+        VIDEO_FRAMES_IN_FLIGHT.dec()
+        self._frame_slots.release()
+        video_slots.release()
+
+
+def _next_sample(iterator: Iterator[video.Sample]) -> video.Sample | None:
+    """The next sample, in a decoder thread; its decoding time is the `decode` stage."""
+    started = time.perf_counter()
+    sample = next(iterator, None)
+    if sample is not None:
+        STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+    return sample
+
+
+def _close_after(
+    samples: video.SampleIterator, decoding: concurrent.futures.Future[video.Sample | None] | None
+) -> None:
+    if decoding is not None and not decoding.cancel():
+        concurrent.futures.wait([decoding])
+    samples.close()
 
 
 def _prepare(frame: BgrImage, contracts: list[InputContract]) -> dict[InputContract, FloatTensor]:
-    return {contract: preprocess(frame, contract)[0] for contract in contracts}
+    started = time.perf_counter()
+    tensors = {contract: preprocess(frame, contract)[0] for contract in contracts}
+    STAGE_SECONDS.labels("preprocess").observe(time.perf_counter() - started)
+    return tensors
 
 
 class _Stats:
