@@ -6,6 +6,7 @@ stored results, partial files and bad input."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -122,6 +123,32 @@ def test_synthetic_spans_scene_tags_and_ai_json_are_exact(video_stack: Stack, pa
     # Consecutive frames with the same confidence form one raw run (§3.6.1).
     assert stored["timespans"]["synthetic"]["Dark"] == [{"start": 10.0, "end": 18.0, "confidence": 1.0}]
     assert stored["metadata"]["models"]["synthetic"]["threshold"] == 0.3
+
+
+def stage_counts(stack: Stack) -> dict[str, float]:
+    """stash_vision_stage_seconds_count per stage, from the gRPC server's Prometheus endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{stack.server_metrics_port}/metrics", timeout=30).text
+    counts = {"decode": 0.0, "preprocess": 0.0, "triton": 0.0}
+    for stage in counts:
+        match = re.search(rf'^stash_vision_stage_seconds_count{{stage="{stage}"}} (\S+)$', text, re.MULTILINE)
+        counts[stage] = float(match.group(1)) if match else 0.0
+    return counts
+
+
+def test_the_video_path_records_decode_preprocess_and_triton_stages(
+    video_stack: Stack, pattern_video: Path
+) -> None:
+    before = stage_counts(video_stack)
+    response = post(video_stack, "/process_video/", request(pattern_video))
+    assert response.status_code == 200, response.text
+    after = stage_counts(video_stack)
+    # 15 samples (every 2 s of 30 s), each decoded and preprocessed once, and sent to the one tagger
+    # that runs (the stand-in's only category is skipped).
+    assert {stage: after[stage] - before[stage] for stage in after} == {
+        "decode": 15,
+        "preprocess": 15,
+        "triton": 15,
+    }
 
 
 def test_return_confidence_false_still_gives_markers(video_stack: Stack, pattern_video: Path) -> None:
