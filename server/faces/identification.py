@@ -448,7 +448,7 @@ class FaceIdentification:
         timing.total_ms = (time.perf_counter() - started) * 1000
         partial_reason = ""
         if report.partial:
-            partial_reason = f"{report.decoded} of {report.requested} planned frames could be decoded" + (
+            partial_reason = f"{report.served} of {report.requested} planned frames could be decoded" + (
                 f": {report.errors[0]}" if report.errors else " (the stream ends early)"
             )
         yield VideoResult(

@@ -4,6 +4,7 @@ and clustering of a video's faces into people. Pure functions over plain data: n
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,7 +151,8 @@ def gallery_vote(
             vote.distances.append(top.distance)
             if image_index not in vote.images:
                 vote.images.append(image_index)
-    needed = min_vote_share * images_with_faces
+    # ceil with a little slack: 0.07 * 100 is 7.000000000000001 in floating point.
+    needed = math.ceil(min_vote_share * images_with_faces - 1e-9)
     kept = [vote for vote in votes.values() if len(vote.images) >= needed]
     kept.sort(key=lambda v: (-len(v.images), v.best.distance))
     return kept, images_with_faces

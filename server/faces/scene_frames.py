@@ -45,12 +45,15 @@ class SceneFrame:
 @dataclass
 class FrameReport:
     requested: int
+    # Distinct frames handed out.
     decoded: int = 0
+    # Targets that got a frame (a sparse stream serves several targets with one frame).
+    served: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
-        return self.decoded < self.requested
+        return self.served < self.requested
 
 
 def read_frames(
@@ -69,22 +72,50 @@ def read_frames(
         stream.thread_type = "AUTO"
         frames: Iterator[av.VideoFrame] | None = None
         last_time = -1.0
+        # The last frame taken, so a sparse stream (fewer frames than targets) serves several
+        # targets with one frame instead of running ahead of them.
+        held: tuple[float, av.VideoFrame] | None = None
+        used = False
         for index, target in enumerate(times):
+            if held is not None and held[0] >= target - half_frame:
+                report.served += 1
+                if not used:
+                    used = True
+                    report.decoded += 1
+                    yield SceneFrame(index, held[0], _upright(held[1]))
+                continue
             if frames is None or target - last_time > spacing:
-                frames = _decode_from(container, stream, target, report)
-            frame = None
+                frames = _in_time_order(_decode_from(container, stream, target, report))
+            held = None
             for candidate in frames:
                 t = candidate.time if candidate.time is not None else last_time + half_frame * 2
                 last_time = t
                 if t >= target - half_frame:
-                    frame = candidate
+                    held, used = (t, candidate), False
                     break
-            if frame is None:
+            if held is None:
                 # The stream ended (or broke) before this target: later targets cannot be reached either.
                 frames = iter(())
                 continue
             report.decoded += 1
-            yield SceneFrame(index, last_time, _upright(frame))
+            report.served += 1
+            used = True
+            yield SceneFrame(index, held[0], _upright(held[1]))
+
+
+def _in_time_order(frames: Iterator[av.VideoFrame], depth: int = 4) -> Iterator[av.VideoFrame]:
+    """Some files (AVI with packed B-frames, odd MP4 edits) hand frames out slightly out of
+    presentation order; a few frames of look-ahead put them back in order."""
+    buffer: list[tuple[float, int, av.VideoFrame]] = []
+    for counter, frame in enumerate(frames):
+        key = frame.time if frame.time is not None else (buffer[-1][0] if buffer else 0.0)
+        buffer.append((key, counter, frame))
+        if len(buffer) > depth:
+            buffer.sort(key=lambda item: (item[0], item[1]))
+            yield buffer.pop(0)[2]
+    buffer.sort(key=lambda item: (item[0], item[1]))
+    for _, _, frame in buffer:
+        yield frame
 
 
 def _decode_from(

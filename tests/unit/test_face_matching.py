@@ -297,12 +297,6 @@ def test_gallery_vote_one_vote_per_image() -> None:
     assert votes == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gallery_vote compares an integer image count with min_vote_share·n in floating point: "
-    "0.07·100 = 7.000000000000001, so a performer in exactly 7 % of 100 images is dropped although "
-    "the rule is 'at least min_vote_share'",
-)
 def test_gallery_vote_share_boundary_is_inclusive_for_every_share() -> None:
     per_image: list[list[list[Match]]] = [[[match("a", 0.3)]] for _ in range(7)]
     per_image += [[[match("z", 0.3)]] for _ in range(93)]
