@@ -114,7 +114,7 @@ def test_megamind_sixty_frames_near_their_targets(
     assert info.duration_s == pytest.approx(11.26, abs=0.05)
     times = plan(info, 60)
     frames, report = read(path, info, times)
-    assert report.decoded == 60
+    assert report.served == 60 and report.decoded <= 60
     assert not report.partial
     assert report.errors == []
     assert [frame.index for frame in frames] == list(range(60))
@@ -168,7 +168,7 @@ def test_tree_sixty_frames_no_exception(tree: tuple[Path, VideoInfo, list[float]
     frames, report = read(path, info, times)
     check_consistent(frames, report, times, info.fps)
     # The 68 frames cover every target: each gets one.
-    assert report.decoded == 60
+    assert report.served == 60 and report.decoded <= 60
     assert frames[0].image.shape == (240, 320, 3)
 
 
