@@ -147,6 +147,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         loader.paths,
         pool,
         max_concurrent_videos=settings.effective_video_decoders,
+        global_frames_in_flight=settings.video_frames_in_flight,
         reprocess_with_more_accurate_same_model=settings.reprocess_with_more_accurate_same_model,
     )
     video_tagging_pb2_grpc.add_VideoTaggingServiceServicer_to_server(VideoTaggingServicer(videos), server)

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     video_decoders: int = Field(
         default=0, description="Videos decoded at once; 0 = one per core. Others wait their turn."
     )
+    video_frames_in_flight: int = Field(
+        default=8,
+        description="Sampled video frames decoded and in Triton at once across all videos; bounds memory.",
+    )
     reprocess_with_more_accurate_same_model: bool = Field(
         default=False,
         description="Re-run a category when a more accurate variant of the stored model version is active.",
