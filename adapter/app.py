@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from stash_vision import __version__
 from stash_vision.adapter.metrics import IN_FLIGHT, LATENCY, REQUESTS
-from stash_vision.adapter.routes import health, tagging, video
+from stash_vision.adapter.routes import faces, health, tagging, video
 from stash_vision.adapter.server_client import ServerClient
 from stash_vision.settings import Settings
 
@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tagging.router)
     app.include_router(video.router)
+    app.include_router(faces.router)
 
     @app.middleware("http")
     async def track(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
