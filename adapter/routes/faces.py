@@ -6,7 +6,6 @@ server; this module only validates and reshapes."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from stash_vision.adapter.server_client import http_error, server_of
+from stash_vision.adapter.streaming import stream_result
 from stash_vision.v1 import faces_pb2, media_pb2
 
 router = APIRouter()
@@ -29,7 +29,6 @@ _INDEX_TIMEOUT_S = 10.0
 # Stash Sense reports at most this many per-image errors for a gallery.
 _MAX_GALLERY_ERRORS = 10
 # nginx's "client closed request": nobody reads it, but the access log and metrics do.
-_CLIENT_CLOSED = 499
 
 Distance = Annotated[float, Field(ge=0.0, le=2.0)]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -144,12 +143,6 @@ def _decode_base64(text: str, field: str) -> bytes:
     if not data:
         raise HTTPException(status_code=400, detail=f"{field} is empty")
     return data
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the HTTP client goes away (the request body has already been read)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 # ------------------------------------------------------------------------------------------ replies
@@ -313,33 +306,7 @@ async def _scene_result(request: Request, body: SceneRequest) -> faces_pb2.Ident
     client = server_of(request)
     call = client.faces.IdentifyVideo(message, timeout=_SCENE_TIMEOUT_S, metadata=client.metadata)
 
-    async def consume() -> faces_pb2.IdentifyVideoResult | None:
-        result: faces_pb2.IdentifyVideoResult | None = None
-        async for event in call:
-            if event.HasField("result"):
-                result = event.result
-        return result
-
-    # Starlette does not cancel a route when its client goes away, so the route watches for the
-    # disconnect itself and cancels the call, which stops the server's work.
-    stream = asyncio.ensure_future(consume())
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((stream, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not stream.done():
-            call.cancel()
-            stream.cancel()
-        await asyncio.gather(stream, watcher, return_exceptions=True)
-    if stream.cancelled():
-        raise HTTPException(status_code=_CLIENT_CLOSED, detail="the client closed the request")
-    try:
-        result = stream.result()
-    except grpc.aio.AioRpcError as error:
-        raise http_error(error) from None
-    if result is None:
-        raise HTTPException(status_code=502, detail="the server ended the scene stream without a result")
+    result: faces_pb2.IdentifyVideoResult = await stream_result(request, call, "scene")
     return result
 
 

@@ -9,10 +9,11 @@ import logging
 from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from stash_vision.adapter.server_client import http_error, server_of
+from stash_vision.adapter.streaming import stream_result
 from stash_vision.v1 import video_tagging_pb2
 
 log = logging.getLogger("stash_vision.adapter")
@@ -59,19 +60,8 @@ async def _run(
     if body.threshold is not None:
         message.threshold = body.threshold
     client = server_of(request)
-    result: video_tagging_pb2.VideoResult | None = None
-    try:
-        # The stream ends when the client disconnects: FastAPI cancels this coroutine, which
-        # cancels the call, which stops the server's work.
-        async for event in client.videos.TagVideo(
-            message, timeout=_VIDEO_TIMEOUT_S, metadata=client.metadata
-        ):
-            if event.HasField("result"):
-                result = event.result
-    except grpc.aio.AioRpcError as error:
-        raise http_error(error) from None
-    if result is None:
-        raise HTTPException(status_code=502, detail="the server ended the video stream without a result")
+    call = client.videos.TagVideo(message, timeout=_VIDEO_TIMEOUT_S, metadata=client.metadata)
+    result: video_tagging_pb2.VideoResult = await stream_result(request, call, "video")
     return result
 
 
