@@ -25,6 +25,12 @@ from stash_vision.catalog.entries import (
 )
 
 EXPECTED_MODELS = ["mobilefacenet", "nudenet_320n", "open_nsfw", "scrfd_500m", "yunet"]
+# The stash-sense profile's embedders: catalogued with Stash Sense's release URL and sha256 (from
+# its models.json), not in the offline mirror, served only when that profile is active.
+STASH_SENSE_MODELS = {
+    "arcface": ("2eff37a187485caef7ffb3bbb3a542132d195bbdc02e071f20e80614477b735c", 136564309),
+    "facenet512": ("4b6fcd19d0355d532d25007989d62cdfb5f86d761e52c6287aac9d821011a9e6", 93985006),
+}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -78,7 +84,7 @@ def rewrite_catalog(folder: Path, **changes: object) -> Path:
 
 def test_real_catalog_loads_exactly_the_five_models() -> None:
     catalog = Catalog.load()
-    assert catalog.names() == EXPECTED_MODELS
+    assert catalog.names() == sorted([*EXPECTED_MODELS, *STASH_SENSE_MODELS])
     assert catalog.repository == default_repository()
     assert [entry.name for entry in catalog.select([])] == EXPECTED_MODELS
     assert [entry.name for entry in catalog.select(["yunet"])] == ["yunet"]
@@ -248,3 +254,17 @@ def test_zero_std_is_refused(tmp_path: Path) -> None:
 def test_empty_repository_raises_catalog_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="no models found"):
         Catalog.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(STASH_SENSE_MODELS))
+def test_stash_sense_embedders_are_catalogued_but_not_served_by_default(name: str) -> None:
+    entry = Catalog.load().get(name)
+    sha256, size = STASH_SENSE_MODELS[name]
+    assert (entry.weights.sha256, entry.weights.size) == (sha256, size)
+    assert not entry.serve_by_default
+    assert [s.url for s in entry.weights.sources] == [
+        f"https://github.com/carrotwaxr/stash-sense/releases/download/models/{name}.onnx"
+    ]
+    config = entry.triton_config
+    assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
+    assert entry.input.layout == "NHWC"
