@@ -207,8 +207,8 @@ class FaceIndex:
 
         `vectors[name]` is an (n, dim) float32 array for any subset of the loaded embedders. Returns
         `{name: (rows (n, k'), distances (n, k'))}` with k' = min(k, face_count), nearest first. The
-        distance is Voyager's cosine distance 1 - cos, in [0, 2] (vectors need not be normalised;
-        Voyager normalises them). The search explores max(query_ef, k') candidates. An empty index
+        distance is Voyager's cosine distance 1 - cos, clamped to [0, 2] (vectors need not be
+        normalised; Voyager normalises them). The search explores max(query_ef, k') candidates. An empty index
         gives (n, 0) arrays."""
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise IndexQueryError(f"k must be a positive integer, got {k!r}")
@@ -433,4 +433,6 @@ def _search(
                 f"Voyager found fewer than {k} neighbours in the {embedder.name} index even at query_ef="
                 f"{max(4 * ef, 4 * k)} ({exc}); the index graph may be damaged: {REBUILD_HINT}"
             ) from exc
-    return np.asarray(ids, dtype=np.int64), np.asarray(distances, dtype=np.float32)
+    # Rounding makes an exact match come back as about -2e-7 even with Float32 storage (E4M3 gives
+    # down to -0.04): clamp to the range cosine distance has, so 1 - distance stays a valid confidence.
+    return np.asarray(ids, dtype=np.int64), np.clip(np.asarray(distances, dtype=np.float32), 0.0, 2.0)
