@@ -5,6 +5,7 @@ measure thresholds without a running stack."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,7 +33,10 @@ class OrtSession:
         timeout_s: float | None = None,
     ) -> dict[str, AnyArray]:
         session = self._sessions[model]
-        results = session.run(list(outputs), {name: np.ascontiguousarray(a) for name, a in inputs.items()})
+        feeds = {name: np.ascontiguousarray(a) for name, a in inputs.items()}
+        # In a thread, as Triton runs beside the server: decoding and preprocessing of other
+        # requests overlap with inference (ONNX Runtime sessions are thread-safe).
+        results = await asyncio.to_thread(session.run, list(outputs), feeds)
         return dict(zip(outputs, results, strict=True))
 
     async def server_ready(self) -> bool:
