@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         default=8,
         description="Sampled video frames decoded and in Triton at once across all videos; bounds memory.",
     )
+    warmup_batch: int = Field(
+        default=0,
+        description="Embedded: batch size each model warms up with, sizing ONNX Runtime's memory once; 0 = the larger in-flight cap (8).",
+    )
     reprocess_with_more_accurate_same_model: bool = Field(
         default=False,
         description="Re-run a category when a more accurate variant of the stored model version is active.",
@@ -158,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def effective_ort_threads(self) -> int:
         return self.ort_threads or (os.cpu_count() or 1)
+
+    @property
+    def effective_warmup_batch(self) -> int:
+        """The largest batch the in-flight caps let Triton form for one model (embedded warm-up)."""
+        return self.warmup_batch or max(self.images_in_flight, self.video_frames_in_flight)
 
     @property
     def effective_video_decoders(self) -> int:

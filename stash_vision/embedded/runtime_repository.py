@@ -31,7 +31,9 @@ class WeightsMissing(RuntimeError):
     """A model's weights are not in the data directory."""
 
 
-def embedded_config(entry: CatalogEntry, weights: Path, ort_threads: int) -> model_config_pb2.ModelConfig:
+def embedded_config(
+    entry: CatalogEntry, weights: Path, ort_threads: int, warmup_batch: int = 1
+) -> model_config_pb2.ModelConfig:
     config = model_config_pb2.ModelConfig()
     config.CopyFrom(entry.triton_config)
     config.name = entry.name
@@ -44,11 +46,22 @@ def embedded_config(entry: CatalogEntry, weights: Path, ort_threads: int) -> mod
     config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=1)
     config.parameters["onnx_path"].string_value = str(weights)
     config.parameters["intra_op_threads"].string_value = str(ort_threads)
+    # ONNX Runtime's arena keeps the high-water mark of the largest batch it has run. Warming up at
+    # the largest batch the in-flight caps let Triton form sizes it once, at start-up, so memory
+    # does not step up in the middle of a long video when a larger batch happens to form.
+    if config.max_batch_size > 0:
+        for warmup in config.model_warmup:
+            warmup.batch_size = max(1, min(warmup_batch, config.max_batch_size))
     return config
 
 
 def assemble(
-    entries: list[CatalogEntry], models_dir: Path, out: Path, mode: RepositoryMode, ort_threads: int = 1
+    entries: list[CatalogEntry],
+    models_dir: Path,
+    out: Path,
+    mode: RepositoryMode,
+    ort_threads: int = 1,
+    warmup_batch: int = 1,
 ) -> Path:
     """Writes the repository to `out`, replacing it whole (built beside it, then renamed)."""
     missing = [e.name for e in entries if not e.weights_path(models_dir).is_file()]
@@ -62,7 +75,7 @@ def assemble(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for entry in entries:
-            _write_model(entry, models_dir, staging / entry.name, mode, ort_threads)
+            _write_model(entry, models_dir, staging / entry.name, mode, ort_threads, warmup_batch)
         backup = out.with_name(f".{out.name}.old")
         if out.exists():
             shutil.rmtree(backup, ignore_errors=True)
@@ -76,13 +89,13 @@ def assemble(
 
 
 def _write_model(
-    entry: CatalogEntry, models_dir: Path, folder: Path, mode: RepositoryMode, threads: int
+    entry: CatalogEntry, models_dir: Path, folder: Path, mode: RepositoryMode, threads: int, warmup_batch: int
 ) -> None:
     weights = entry.weights_path(models_dir).resolve()
     version_dir = folder / str(entry.version)
     version_dir.mkdir(parents=True)
     if mode is RepositoryMode.EMBEDDED:
-        config = embedded_config(entry, weights, threads)
+        config = embedded_config(entry, weights, threads, warmup_batch)
         shutil.copy2(RUNNER_SOURCE, version_dir / "model.py")
     else:
         config = entry.triton_config

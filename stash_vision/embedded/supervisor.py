@@ -215,6 +215,7 @@ class Supervisor:
             s.runtime_dir / "model_repository",
             runtime_repository.RepositoryMode.EMBEDDED,
             s.effective_ort_threads,
+            s.effective_warmup_batch,
         )
         # A private shared-memory prefix: two stacks (or PyTriton) on one machine must not collide.
         shm_prefix = f"stash_vision_{os.getpid()}_"

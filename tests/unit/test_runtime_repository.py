@@ -186,3 +186,27 @@ def test_failed_reassembly_keeps_the_previous_repository(data_dir: Path) -> None
         assemble(selected, models_dir, out, RepositoryMode.NATIVE)
     assert sorted(p.name for p in out.iterdir()) == sorted(e.name for e in selected)
     assert sorted(p.name for p in out.parent.iterdir()) == ["repo"]
+
+
+def test_embedded_warmup_runs_the_largest_batch_the_caps_allow(data_dir: Path) -> None:
+    """ONNX Runtime's arena is sized by the largest batch run; warming up at it keeps memory flat
+    afterwards. Capped by each model's max_batch_size; native configs are left alone."""
+    models_dir = data_dir / "models"
+    selected = Catalog.load().select(["mobilefacenet", "scrfd_500m"])
+    fake_weights(models_dir, selected)
+    out = assemble(selected, models_dir, data_dir / "embedded", RepositoryMode.EMBEDDED, 2, warmup_batch=32)
+    for entry in selected:
+        config = text_format.Parse(
+            (out / entry.name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        assert [w.batch_size for w in config.model_warmup] == [min(32, entry.triton_config.max_batch_size)]
+    out = assemble(selected, models_dir, data_dir / "embedded", RepositoryMode.EMBEDDED, 2, warmup_batch=8)
+    config = text_format.Parse(
+        (out / "mobilefacenet" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    assert [w.batch_size for w in config.model_warmup] == [8]
+    native = assemble(selected, models_dir, data_dir / "native", RepositoryMode.NATIVE, 2, warmup_batch=8)
+    config = text_format.Parse(
+        (native / "mobilefacenet" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    assert [w.batch_size for w in config.model_warmup] == [1]
