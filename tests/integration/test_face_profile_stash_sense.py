@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -50,6 +51,16 @@ def stub(stash_sense_stack: Stack) -> faces_pb2_grpc.FaceServiceStub:
 
 def image(name: str) -> media_pb2.ImageSource:
     return media_pb2.ImageSource(path=str(shared_file(f"{FACES}/{name}")))
+
+
+def test_identification_without_an_index_says_how_to_build_one(stub: faces_pb2_grpc.FaceServiceStub) -> None:
+    # This stack's own data dir: no index until a later test builds one (module order).
+    info = stub.GetFaceIndex(faces_pb2.GetFaceIndexRequest(), timeout=30)
+    assert not info.index_loaded and "index build" in info.index_problem
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.IdentifyImage(faces_pb2.IdentifyImageRequest(image=image("img1.jpg")), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "stash-vision index build" in raised.value.details()
 
 
 def test_two_embedders_with_their_own_layouts(stub: faces_pb2_grpc.FaceServiceStub) -> None:
