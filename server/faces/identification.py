@@ -403,13 +403,21 @@ class FaceIdentification:
         iterator = read_frames(path, info, times, report)
         slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+        reading: asyncio.Future[SceneFrame | None] | None = None
         done = 0
         last_progress = 0.0
         try:
             while True:
                 await slots.acquire()
+                if failures:
+                    # A frame failed (Triton down, a model error): stop decoding now, not at the end.
+                    raise failures[0]
                 t0 = time.perf_counter()
-                frame = await self.pool.run(next, iterator, None)
+                reading = asyncio.ensure_future(self.pool.run(next, iterator, None))
+                # Shielded: if the caller goes away, the decode in the pool thread runs to its end
+                # (a thread cannot be interrupted) and `finally` waits for it before closing.
+                frame = await asyncio.shield(reading)
                 timing.decode_ms += (time.perf_counter() - t0) * 1000
                 if frame is None:
                     slots.release()
@@ -418,6 +426,8 @@ class FaceIdentification:
                 async def run(frame: SceneFrame = frame) -> None:
                     try:
                         await analyse(frame)
+                    except Exception as error:
+                        failures.append(error)
                     finally:
                         slots.release()
 
@@ -431,9 +441,15 @@ class FaceIdentification:
                     yield VideoProgress(done, len(times), now - started)
             if tasks:
                 await asyncio.gather(*tasks)
+            if failures:
+                raise failures[0]
         finally:
             for task in tasks:
                 task.cancel()
+            # A cancelled caller (client gone) may leave a decode running in a pool thread; the
+            # generator can only be closed once that next() has returned.
+            if reading is not None and not reading.done():
+                await asyncio.wait({reading})
             iterator.close()
         yield VideoProgress(report.decoded, len(times), time.perf_counter() - started)
         if report.decoded == 0 and request.cover is None:

@@ -340,3 +340,25 @@ def test_embeddings_are_normalised_and_landmarks_inside_boxes(stub: faces_pb2_gr
     areas = [f.face.box.width * f.face.box.height for f in response.faces]
     assert areas == sorted(areas, reverse=True)
     assert list(itertools.islice(faces_of(stub, "couple.jpg"), 3))
+
+
+def test_cancelled_scene_stops_and_the_server_goes_on(
+    stack: Stack, stub: faces_pb2_grpc.FaceServiceStub, left_out: dict[str, str]
+) -> None:
+    video = shared_file("testdata/video/vtest.avi")
+    call = stub.IdentifyVideo(faces_pb2.IdentifyVideoRequest(path=str(video), num_frames=600), timeout=300)
+    first = next(call)
+    assert first.WhichOneof("event") == "progress"
+    call.cancel()
+    # The server is still healthy and answers the next scene in full.
+    events = list(
+        stub.IdentifyVideo(
+            faces_pb2.IdentifyVideoRequest(
+                path=str(shared_file("testdata/video/Megamind.avi")), num_frames=10
+            ),
+            timeout=300,
+        )
+    )
+    assert events[-1].result.frames_analyzed == 10
+    assert "generator already executing" not in stack.log()
+    assert "Traceback" not in stack.log()
