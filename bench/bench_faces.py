@@ -28,6 +28,7 @@ import numpy as np
 
 from bench.in_process import OrtSession
 from stash_vision.catalog.entries import Catalog
+from stash_vision.server.faces.matching import fused_distance
 from stash_vision.server.faces.pipeline import FacePipeline
 from stash_vision.server.faces.profile import DetectorSpec, FaceProfile, load_profile
 from stash_vision.server.workers import CpuPool
@@ -198,7 +199,7 @@ async def calibrate_one(profile: FaceProfile) -> dict[str, Any]:
     sims, same = [], []
     for row in csv.DictReader((FACES / "master.csv").open()):
         a, b = vectors[row["file_x"]], vectors[row["file_y"]]
-        sims.append(sum(w * float(a[n] @ b[n]) for n, w in weights.items()))
+        sims.append(1.0 - fused_distance(a, b, weights)[0])
         same.append(row["Decision"] == "Yes")
     s, labels = np.array(sims), np.array(same)
     negatives_with_faces = 0

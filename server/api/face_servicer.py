@@ -63,13 +63,21 @@ def _match(match: Match) -> faces_pb2.Match:
     )
 
 
+def _filter(face_filter: faces_pb2.FaceFilter) -> tuple[float | None, int | None]:
+    """(min_confidence, min_face_size); None where the caller left the profile's value."""
+    return (
+        face_filter.min_confidence if face_filter.HasField("min_confidence") else None,
+        face_filter.min_face_size if face_filter.HasField("min_face_size") else None,
+    )
+
+
 def _options(options: faces_pb2.IdentifyOptions) -> IdentifyOptions:
-    face_filter = options.filter
+    min_confidence, min_face_size = _filter(options.filter)
     return IdentifyOptions(
         top_k=options.top_k,
         max_distance=options.max_distance if options.HasField("max_distance") else None,
-        min_confidence=face_filter.min_confidence if face_filter.HasField("min_confidence") else None,
-        min_face_size=face_filter.min_face_size if face_filter.HasField("min_face_size") else None,
+        min_confidence=min_confidence,
+        min_face_size=min_face_size,
     )
 
 
@@ -116,10 +124,7 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
         self.faces = faces
 
     def _gates(self, face_filter: faces_pb2.FaceFilter) -> FaceGates:
-        return self.faces.gates(
-            face_filter.min_confidence if face_filter.HasField("min_confidence") else None,
-            face_filter.min_face_size if face_filter.HasField("min_face_size") else None,
-        )
+        return self.faces.gates(*_filter(face_filter))
 
     @mapped_errors
     async def DetectFaces(

@@ -22,6 +22,7 @@ from stash_vision.server.faces.matching import (
     assign_unique,
     cluster_faces,
     fuse_rows,
+    fused_distance,
     fused_vector,
     gallery_vote,
     performer_matches,
@@ -254,11 +255,7 @@ class FaceIdentification:
         pairs = []
         for i, a in enumerate(left):
             for j, b in enumerate(right):
-                per = tuple(
-                    EmbedderDistance(name, float(1.0 - float(a.vectors[name] @ b.vectors[name])), True)
-                    for name in weights
-                )
-                fused = sum(weights[d.embedder] * d.distance for d in per)
+                fused, per = fused_distance(a.vectors, b.vectors, weights)
                 pairs.append(FacePairResult(i, j, fused, per))
         pairs.sort(key=lambda p: p.distance)
         return Comparison(
@@ -489,24 +486,33 @@ class FaceIdentification:
                 items.append(((f_number, face_number), fused_vector(face.vectors, weights)))
         clusters = cluster_faces(items, cluster_distance)
         members = [cluster.members for cluster in clusters]
+
         # Two clusters whose strongest candidate is the same performer are one person seen twice
         # (lighting, pose): merge them before performers are handed out.
-        merged: dict[str, list[tuple[int, int]]] = {}
+        def votes_of(group: list[tuple[int, int]]) -> list[tuple[Match, float]]:
+            return vote_person([(frames[f].index, frames[f].matches[i]) for f, i in group])
+
         people: list[list[tuple[int, int]]] = []
+        candidates: list[list[tuple[Match, float]] | None] = []
+        person_of: dict[str, int] = {}
         for group in members:
-            votes = vote_person([(frames[f].index, frames[f].matches[i]) for f, i in group])
-            if votes:
-                key = votes[0][0].performer.id
-                if key in merged:
-                    merged[key].extend(group)
-                    continue
-                merged[key] = group
+            votes = votes_of(group)
+            key = votes[0][0].performer.id if votes else None
+            if key is not None and key in person_of:
+                person = person_of[key]
+                people[person].extend(group)
+                candidates[person] = None  # merged: voted again below
+                continue
+            if key is not None:
+                person_of[key] = len(people)
             people.append(group)
-        candidates = [
-            vote_person([(frames[f].index, frames[f].matches[i]) for f, i in group]) for group in people
+            candidates.append(votes)
+        final = [
+            votes if votes is not None else votes_of(group)
+            for group, votes in zip(people, candidates, strict=True)
         ]
         sizes = [len({frames[f].index for f, _ in group}) for group in people]
-        verdicts = assign_people(candidates, sizes)
+        verdicts = assign_people(final, sizes)
         result = []
         for group, verdict, size in zip(people, verdicts, sizes, strict=True):
             sightings = [

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from stash_vision.server.errors import IndexUnavailable
 from stash_vision.server.faces.index.errors import FaceIndexError
+from stash_vision.server.faces.index.layout import MANIFEST_FILE
 from stash_vision.server.faces.index.store import FaceIndex
+from stash_vision.server.faces.index.writer import current_index_folder
 from stash_vision.server.faces.profile import FaceProfile
 from stash_vision.server.workers import CpuPool
 
@@ -29,16 +31,16 @@ class IndexHolder:
         self._problem: str | None = None
 
     def _target(self) -> str | None:
-        current = self.folder / "current"
-        if not current.exists():
+        folder = current_index_folder(self.folder)
+        if folder is None:
             return None
-        # realpath + mtime: a new version behind the same link name, or the folder rebuilt in place.
-        resolved = os.path.realpath(current)
+        # The resolved folder + the manifest's mtime: a new version behind the same link name, or
+        # a folder rebuilt in place.
         try:
-            stamp = os.stat(Path(resolved) / "manifest.json").st_mtime_ns
+            stamp = os.stat(folder / MANIFEST_FILE).st_mtime_ns
         except OSError:
             stamp = 0
-        return f"{resolved}@{stamp}"
+        return f"{folder}@{stamp}"
 
     async def get(self) -> FaceIndex:
         """The index, or IndexUnavailable saying why there is none and what to do."""

@@ -45,6 +45,15 @@ class Match:
         return float(min(1.0, max(0.0, 1.0 - self.distance)))
 
 
+def fused_distance(
+    a: Mapping[str, Vector], b: Mapping[str, Vector], weights: Mapping[str, float]
+) -> tuple[float, tuple[EmbedderDistance, ...]]:
+    """Fused cosine distance between two faces (L2-normalised vectors per embedder), and each
+    embedder's own distance."""
+    per = tuple(EmbedderDistance(name, 1.0 - float(a[name] @ b[name]), True) for name in weights)
+    return sum(weights[d.embedder] * d.distance for d in per), per
+
+
 def fuse_rows(
     hits: EmbedderHits, weights: Mapping[str, float], missing_distance: float
 ) -> list[RowCandidate]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import av
 import av.error
 import numpy as np
 
 from stash_vision.server.arrays import BgrImage
-from stash_vision.server.media.video import VideoInfo
+from stash_vision.server.media.video import VideoInfo, upright_bgr
 
 # Decoding through is cheaper than a seek unless the gap exceeds the keyframe spacing; unknown
 # spacing (no index) is assumed to be this.
@@ -82,7 +81,7 @@ def read_frames(
                 if not used:
                     used = True
                     report.decoded += 1
-                    yield SceneFrame(index, held[0], _upright(held[1]))
+                    yield SceneFrame(index, held[0], upright_bgr(held[1]))
                 continue
             if frames is None or target - last_time > spacing:
                 frames = _in_time_order(_decode_from(container, stream, target, report))
@@ -100,7 +99,7 @@ def read_frames(
             report.decoded += 1
             report.served += 1
             used = True
-            yield SceneFrame(index, held[0], _upright(held[1]))
+            yield SceneFrame(index, held[0], upright_bgr(held[1]))
 
 
 def _in_time_order(frames: Iterator[av.VideoFrame], depth: int = 4) -> Iterator[av.VideoFrame]:
@@ -155,11 +154,3 @@ def _frames(
                 return
             continue
         yield from decoded
-
-
-def _upright(frame: av.VideoFrame) -> BgrImage:
-    image = cast(BgrImage, frame.to_ndarray(format="bgr24"))
-    quarter_turns = round(frame.rotation / 90) % 4
-    if quarter_turns:
-        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-    return image

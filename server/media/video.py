@@ -547,6 +547,16 @@ def _choose_strategy(info: VideoInfo, step: int) -> tuple[Strategy, str]:
 # -------------------------------------------------------------------------------------------- decode
 
 
+def upright_bgr(frame: VideoFrame) -> BgrImage:
+    """A decoded frame as HxWx3 BGR, turned upright like FFmpeg's CLI (which autorotates by
+    default): a display rotation of +90° is counter-clockwise, as np.rot90 turns."""
+    image = cast(BgrImage, frame.to_ndarray(format="bgr24"))
+    quarter_turns = round(frame.rotation / 90) % 4
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+    return image
+
+
 def vr_crop(frame: BgrImage) -> BgrImage:
     """Contract §3.4: side-by-side 180° (width/height > 1.5) keeps the right half; otherwise
     over-under 360° keeps the top half's centre 50 % of the width."""
@@ -723,12 +733,7 @@ class SampleIterator(Iterator[Sample]):
             return
 
     def _sample(self, k: int, frame: VideoFrame, index: int) -> Sample:
-        image = cast(BgrImage, frame.to_ndarray(format="bgr24"))
-        # Upright like FFmpeg's CLI (which autorotates by default): a display rotation of +90° is
-        # counter-clockwise, as np.rot90 turns.
-        quarter_turns = round(frame.rotation / 90) % 4
-        if quarter_turns:
-            image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+        image = upright_bgr(frame)
         if self.vr:
             image = vr_crop(image)
         self._samples += 1

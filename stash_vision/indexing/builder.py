@@ -29,6 +29,7 @@ import yaml
 
 from stash_vision.server.faces.index.records import PerformerRecord
 from stash_vision.server.faces.index.writer import IndexWriter, publish
+from stash_vision.server.faces.matching import fused_distance
 from stash_vision.server.faces.profile import FaceProfile
 from stash_vision.v1 import faces_pb2, faces_pb2_grpc, media_pb2
 
@@ -112,12 +113,6 @@ def scan(root: Path) -> list[PerformerFolder]:
     if duplicates:
         raise BuildError(f"several folders map to the same performer id: {', '.join(duplicates)}")
     return performers
-
-
-def _fused_distance(
-    a: dict[str, npt.NDArray[np.float32]], b: dict[str, npt.NDArray[np.float32]], weights: dict[str, float]
-) -> float:
-    return sum(w * (1.0 - float(a[name] @ b[name])) for name, w in weights.items())
 
 
 async def _embed(
@@ -214,7 +209,7 @@ async def build(
                     continue
                 vectors = {e.embedder: np.asarray(e.values, np.float32) for e in largest.embeddings}
                 if any(
-                    _fused_distance(vectors, seen, weights) < gates.duplicate_distance for seen in enrolled
+                    fused_distance(vectors, seen, weights)[0] < gates.duplicate_distance for seen in enrolled
                 ):
                     report.rejected["near duplicate"] += 1
                     continue
