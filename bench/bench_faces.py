@@ -15,7 +15,6 @@ import asyncio
 import csv
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,7 +24,9 @@ from typing import Any
 import cv2
 import grpc
 import numpy as np
+import onnxruntime as ort
 
+from bench.common import machine
 from bench.in_process import OrtSession
 from stash_vision.catalog.entries import Catalog
 from stash_vision.server.faces.matching import fused_distance
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scene-repeats", type=int, default=2)
     args = parser.parse_args(argv)
     result = run_calibration() if args.calibrate else run_throughput(args)
-    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+    result["machine"] = machine(onnxruntime=ort.__version__)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = (
         RESULTS

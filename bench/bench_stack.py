@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -47,6 +46,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
+from bench.common import LOOPBACK, Samples, batch_stats, machine, metric, scrape
 from stash_vision.catalog.entries import Catalog, CatalogEntry
 from stash_vision.server.media.images import ImageLimits, decode_image
 from stash_vision.server.preprocessing import preprocess
@@ -55,7 +55,6 @@ from stash_vision.v1 import inference_pb2, inference_pb2_grpc, media_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
-LOOPBACK = "127.0.0.1"
 # Targets this benchmark checks (see docs/benchmarks.md).
 TARGET_RATIO_AT_8 = 0.75
 TARGET_MIN_BATCH = 1.0
@@ -334,25 +333,6 @@ class Stack:
 
 
 # -- metrics --------------------------------------------------------------------------------------
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples: Samples = []
-    for line in text.splitlines():
-        if line.startswith("#") or not (match := _SAMPLE.match(line)):
-            continue
-        samples.append((match[1], dict(_LABEL.findall(match[2] or "")), float(match[3])))
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    return sum(v for n, lbl, v in samples if n == name and all(lbl.get(k) == w for k, w in labels.items()))
 
 
 def process_tree_cpu(root: int) -> dict[str, float]:
@@ -409,24 +389,6 @@ def system_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def triton_batch_stats(port: int, model: str) -> dict[int, tuple[int, int]]:
-    """Per batch size: (executions, compute_infer ns), from Triton's statistics API. Exact where
-    the Prometheus counters only give means."""
-    import tritonclient.grpc as triton_grpc
-
-    client = triton_grpc.InferenceServerClient(f"{LOOPBACK}:{port}")
-    try:
-        stats = client.get_inference_statistics(model, as_json=True)
-    finally:
-        client.close()
-    out: dict[int, tuple[int, int]] = {}
-    for model_stats in stats.get("model_stats", []):
-        for batch in model_stats.get("batch_stats", []):
-            infer = batch.get("compute_infer", {})
-            out[int(batch["batch_size"])] = (int(infer.get("count", 0)), int(infer.get("ns", 0)))
-    return out
-
-
 @dataclass
 class Snapshot:
     triton: Samples
@@ -442,7 +404,7 @@ def snapshot(stack: Stack, root: int, model: str) -> Snapshot:
     return Snapshot(
         triton=scrape(stack.ports.triton_metrics),
         server=scrape(stack.ports.server_metrics),
-        batches=triton_batch_stats(stack.ports.triton_grpc, model),
+        batches=batch_stats(stack.ports.triton_grpc, model),
         cpu=process_tree_cpu(root),
         client_cpu=time.process_time(),
         system_busy=system_busy_s(),
@@ -454,10 +416,10 @@ def explain(before: Snapshot, after: Snapshot, model: str) -> dict[str, Any]:
     """What happened during one level, from the metrics deltas."""
 
     def triton(name: str) -> float:
-        return total(after.triton, name, model=model) - total(before.triton, name, model=model)
+        return metric(after.triton, name, model=model) - metric(before.triton, name, model=model)
 
     def server(name: str, **labels: str) -> float:
-        return total(after.server, name, **labels) - total(before.server, name, **labels)
+        return metric(after.server, name, **labels) - metric(before.server, name, **labels)
 
     wall = after.at - before.at
     inferences, executions = triton("nv_inference_count"), triton("nv_inference_exec_count")
@@ -896,20 +858,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _machine() -> dict[str, Any]:
-    model_name = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model_name,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "grpcio": grpc.__version__,
-    }
+    return machine(onnxruntime=ort.__version__, grpcio=grpc.__version__)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,12 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -61,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from bench.common import Samples, batch_stats, machine, metric, scrape
 from stash_vision.catalog.entries import InputContract
 from stash_vision.catalog.importers import import_skier233
 from stash_vision.server.media import video
@@ -71,7 +69,6 @@ from tests.stack import Stack, cli, free_ports, stack_env, start_stack, wait_rea
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
 CACHE_DIR = Path("/tmp/stash-vision-bench-video")
-LOOPBACK = "127.0.0.1"
 MODEL = "vivid_galaxy_standin"
 FRAME_INTERVAL = 2.0
 THRESHOLD = 0.3
@@ -503,40 +500,6 @@ def rss_now_mib(root: int) -> dict[str, float]:
 
 
 # -- metrics ----------------------------------------------------------------------------------------
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples: Samples = []
-    for line in text.splitlines():
-        if not line.startswith("#") and (match := _SAMPLE.match(line)):
-            samples.append((match[1], dict(_LABEL.findall(match[2] or "")), float(match[3])))
-    return samples
-
-
-def metric(samples: Samples, name: str, **labels: str) -> float:
-    return sum(v for n, lbl, v in samples if n == name and all(lbl.get(k) == w for k, w in labels.items()))
-
-
-def batch_stats(port: int) -> dict[int, tuple[int, int]]:
-    """Per batch size: (executions, compute_infer ns), from Triton's statistics API."""
-    import tritonclient.grpc as triton_grpc
-
-    client = triton_grpc.InferenceServerClient(f"{LOOPBACK}:{port}")
-    try:
-        stats = client.get_inference_statistics(MODEL, as_json=True)
-    finally:
-        client.close()
-    out: dict[int, tuple[int, int]] = {}
-    for model_stats in stats.get("model_stats", []):
-        for batch in model_stats.get("batch_stats", []):
-            infer = batch.get("compute_infer", {})
-            out[int(batch["batch_size"])] = (int(infer.get("count", 0)), int(infer.get("ns", 0)))
-    return out
 
 
 @dataclass
@@ -552,7 +515,7 @@ def snapshot(stack: Stack) -> Snapshot:
     return Snapshot(
         triton=scrape(stack.triton_metrics_port),
         server=scrape(stack.server_metrics_port),
-        batches=batch_stats(stack.triton_grpc_port),
+        batches=batch_stats(stack.triton_grpc_port, MODEL),
         cpu=cpu_seconds(process_tree(stack.process.pid)),
         at=time.perf_counter(),
     )
@@ -1058,21 +1021,7 @@ def _commit() -> str | None:
 
 
 def _machine() -> dict[str, Any]:
-    model_name = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model_name,
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "pyav": av.__version__,
-    }
+    return machine(onnxruntime=ort.__version__, pyav=av.__version__)
 
 
 # -- what-if: Triton model instances --------------------------------------------------------------

@@ -34,10 +34,8 @@ figures: docs/benchmarks-voyager.md."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -48,6 +46,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import voyager
+
+from bench.common import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -417,21 +417,7 @@ def print_table(indices: list[dict[str, Any]]) -> None:
 
 
 def _machine() -> dict[str, Any]:
-    model_name = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model_name,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "voyager": _dist_version("voyager"),
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return machine(numpy=np.__version__, voyager=_dist_version("voyager"), loadavg_at_start=os.getloadavg())
 
 
 def _dist_version(name: str) -> str:
