@@ -475,10 +475,10 @@ def explain(before: Snapshot, after: Snapshot) -> dict[str, Any]:
 _OVERRIDES_ENV = "STASH_VISION_BENCH_TAGGING_OVERRIDES"
 _SERVER_SHIM = """
 import json, os, runpy
-from stash_vision.server import image_tagging
+from stash_vision.server.tagging import image_flow
 
 overrides = json.loads(os.environ["STASH_VISION_BENCH_TAGGING_OVERRIDES"])
-original = image_tagging.ImageTagging.__init__
+original = image_flow.ImageTagging.__init__
 
 def init(self, *args, **kwargs):
     for key in ("per_request_in_flight", "global_in_flight"):
@@ -486,7 +486,7 @@ def init(self, *args, **kwargs):
             kwargs[key] = int(overrides[key])
     original(self, *args, **kwargs)
 
-image_tagging.ImageTagging.__init__ = init
+image_flow.ImageTagging.__init__ = init
 runpy.run_module("stash_vision.server", run_name="__main__", alter_sys=True)
 """
 _LAUNCHER = """

@@ -29,15 +29,15 @@ from stash_vision.server.faces.pipeline import FacePipeline
 from stash_vision.server.faces.profile import ProfileError
 from stash_vision.server.health import SERVICES, ReadinessWatcher
 from stash_vision.server.image_source import ImageLoader
-from stash_vision.server.image_tagging import ImageTagging
 from stash_vision.server.inference import ModelInference
 from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.metrics import MetricsInterceptor
 from stash_vision.server.model_registry import ModelRegistry
-from stash_vision.server.taggers.registry import build_taggers
+from stash_vision.server.tagging.image_flow import ImageTagging
+from stash_vision.server.tagging.taggers.registry import build_taggers
+from stash_vision.server.tagging.video_flow import VideoTagging
 from stash_vision.server.triton_session import InferenceSession, TritonSession
-from stash_vision.server.video_tagging import VideoTagging
 from stash_vision.server.workers import CpuPool
 from stash_vision.settings import Settings
 from stash_vision.v1 import (

@@ -12,11 +12,11 @@ from tritonclient.utils import np_to_triton_dtype
 from stash_vision.server.arrays import AnyArray
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.image_source import ImageBytes, ImagePath, ImageRef
-from stash_vision.server.image_tagging import ImageOutcome
 from stash_vision.server.model_registry import ModelInfo
 from stash_vision.server.preprocessing import Geometry
-from stash_vision.server.taggers.base import Tagger
-from stash_vision.server.video_tagging import VideoOutcome, VideoProgress
+from stash_vision.server.tagging.image_flow import ImageOutcome
+from stash_vision.server.tagging.taggers.base import Tagger
+from stash_vision.server.tagging.video_flow import VideoOutcome, VideoProgress
 from stash_vision.v1 import inference_pb2, media_pb2, models_pb2, tagging_pb2, video_tagging_pb2
 
 

@@ -11,16 +11,12 @@ import grpc
 
 from stash_vision.server.api import convert
 from stash_vision.server.api.status import mapped_errors, mapped_stream_errors
-from stash_vision.server.image_tagging import ImageTagging, TaggingOptions
 from stash_vision.server.inference import ModelInference
 from stash_vision.server.model_registry import ModelRegistry
-from stash_vision.server.taggers.base import Tagger
-from stash_vision.server.video_tagging import (
-    VideoOptions,
-    VideoProgress,
-    VideoTagging,
-    optimize_marker_settings,
-)
+from stash_vision.server.tagging.aitagger_format.marker_optimizer import optimize_marker_settings
+from stash_vision.server.tagging.image_flow import ImageTagging, TaggingOptions
+from stash_vision.server.tagging.taggers.base import Tagger
+from stash_vision.server.tagging.video_flow import VideoOptions, VideoProgress, VideoTagging
 from stash_vision.v1 import (
     inference_pb2,
     inference_pb2_grpc,

@@ -1,11 +1,13 @@
-"""AITagger tagging logic: per-frame tagger outputs to `.AI.json`, scene tags and markers.
+"""Tagging: images and videos to AITagger tags, scene tags and markers.
 
-Pure domain code (no HTTP, no models) restating the behaviour of the skier233 server's legacy
-`/process_video/` route (docs/aitagger-contract.md §1.3, §1.6, §3.2, §3.6-§3.9):
+* `taggers/` - the tagger plugins: one model turned into per-tag probabilities for its categories
+  (NudeNet, open_nsfw, any multi-label classifier), one module per kind, a registry.
+* `image_flow` - `/process_images/`: paths in, every active tagger's tags per image out.
+* `video_flow` - `/process_video/`: sampled frames through every tagger, into an `.AI.json` result,
+  re-running only what the stored result lacks.
+* `aitagger_format/` - the AITagger result format, pure domain code: category CSVs, `.AI.json`,
+  timespans and markers, reprocessing rules and the marker-settings optimizer.
 
-* `categories` - the category CSVs (OriginalTag -> RenamedTag and per-tag durations/thresholds).
-* `ai_json` - `.AI.json` schema v1 (and v0 input), its exact serialisation and v0 -> v1 conversion.
-* `timespans` - raw runs from frames, scene tags, clustered marker spans, the optimize sweep and
-  the `video_tag_info` answer.
-* `reprocess` - which categories must be rerun given an existing `.AI.json`, and the merge.
+The gRPC servicers (`server/api/servicers.py`) call `ImageTagging`, `VideoTagging` and
+`optimize_marker_settings`; nothing here knows about gRPC or HTTP.
 """

@@ -895,7 +895,7 @@ def _write_categories(
     """Copy the model's category CSVs (file stem = category) from the first source folder that
     has them, keeping sub-folders (the server reads the folder recursively, like the original);
     write a default CSV for a category none has."""
-    from stash_vision.server.tagging.categories import load_category_dir
+    from stash_vision.server.tagging.aitagger_format.categories import load_category_dir
 
     destination.mkdir()
     missing = set(categories)

@@ -19,7 +19,7 @@ import torch
 
 from stash_vision.catalog.entries import Catalog, CatalogEntry
 from stash_vision.server.preprocessing import preprocess
-from stash_vision.server.tagging.categories import load_category_dir
+from stash_vision.server.tagging.aitagger_format.categories import load_category_dir
 from stash_vision.v1 import inference_pb2_grpc
 from tests.conftest import shared_dir, shared_file
 from tests.integration.grpc_helpers import channel, infer, tensors

@@ -37,7 +37,7 @@ from stash_vision.catalog.importers import (
 )
 from stash_vision.embedded.ort_runner import OnnxRuntimeRunner
 from stash_vision.embedded.runtime_repository import RepositoryMode, assemble
-from stash_vision.server.tagging.categories import load_category_dir
+from stash_vision.server.tagging.aitagger_format.categories import load_category_dir
 
 SIZE = 32
 TAGS = ["Kissing", "Handjob", "Blowjob"]

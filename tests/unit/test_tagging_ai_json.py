@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stash_vision.server.tagging.ai_json import (
+from stash_vision.server.tagging.aitagger_format.ai_json import (
     AIVideoResult,
     ModelInfo,
     TagTimeFrame,
@@ -15,7 +15,7 @@ from stash_vision.server.tagging.ai_json import (
     load_ai_json,
     loads_ai_json,
 )
-from stash_vision.server.tagging.categories import CategoryConfig, parse_category_rows
+from stash_vision.server.tagging.aitagger_format.categories import CategoryConfig, parse_category_rows
 
 HEADER = "OriginalTag,RenamedTag,MinMarkerDuration,MaxGap,RequiredDuration,TagThreshold"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stash_vision.server.tagging.categories import (
+from stash_vision.server.tagging.aitagger_format.categories import (
     UNKNOWN_CATEGORY,
     CategoryConfig,
     CsvDefaults,

@@ -12,9 +12,17 @@ from typing import Any
 
 import pytest
 
-from stash_vision.server.tagging.ai_json import ModelInfo, loads_ai_json
-from stash_vision.server.tagging.categories import CategoryConfig, load_category_dir, parse_category_rows
-from stash_vision.server.tagging.timespans import FrameResult, build_video_tag_info, result_from_frames
+from stash_vision.server.tagging.aitagger_format.ai_json import ModelInfo, loads_ai_json
+from stash_vision.server.tagging.aitagger_format.categories import (
+    CategoryConfig,
+    load_category_dir,
+    parse_category_rows,
+)
+from stash_vision.server.tagging.aitagger_format.timespans import (
+    FrameResult,
+    build_video_tag_info,
+    result_from_frames,
+)
 from tests.conftest import shared_file
 
 HEADER = "OriginalTag,RenamedTag,MinMarkerDuration,MaxGap,RequiredDuration,TagThreshold"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from stash_vision.server.tagging.ai_json import (
+from stash_vision.server.tagging.aitagger_format.ai_json import (
     AIVideoResult,
     ModelInfo,
     TagTimeFrame,
     VideoMetadata,
     loads_ai_json,
 )
-from stash_vision.server.tagging.categories import CategoryConfig
-from stash_vision.server.tagging.reprocess import (
+from stash_vision.server.tagging.aitagger_format.categories import CategoryConfig
+from stash_vision.server.tagging.aitagger_format.reprocess import (
     Action,
     ActiveModel,
     Reprocess,
@@ -21,7 +21,7 @@ from stash_vision.server.tagging.reprocess import (
     needs_reprocessed,
     plan_reprocessing,
 )
-from stash_vision.server.tagging.timespans import FrameResult, result_from_frames
+from stash_vision.server.tagging.aitagger_format.timespans import FrameResult, result_from_frames
 
 GENTLER_RIVER = ActiveModel("gentler_river", 2.0, 200, ("actions",))
 DISTINCTIVE_HAZE = ActiveModel("distinctive_haze", 2.0, 400, ("actions",))

@@ -7,22 +7,29 @@ from collections.abc import Sequence
 
 import pytest
 
-from stash_vision.server.tagging.ai_json import AIVideoResult, ModelInfo, TagTimeFrame, VideoMetadata
-from stash_vision.server.tagging.categories import CategoryConfig, parse_category_rows
-from stash_vision.server.tagging.timespans import (
+from stash_vision.server.tagging.aitagger_format.ai_json import (
+    AIVideoResult,
+    ModelInfo,
+    TagTimeFrame,
+    VideoMetadata,
+)
+from stash_vision.server.tagging.aitagger_format.categories import CategoryConfig, parse_category_rows
+from stash_vision.server.tagging.aitagger_format.marker_optimizer import (
+    Span,
+    desired_spans,
+    optimize_clustering,
+    timespan_loss,
+)
+from stash_vision.server.tagging.aitagger_format.timespans import (
     ClusteringParams,
     FrameResult,
     MarkerSpan,
-    Span,
     TagHit,
     build_video_tag_info,
-    desired_spans,
     marker_spans,
-    optimize_clustering,
     raw_runs,
     result_from_frames,
     scene_tags,
-    timespan_loss,
 )
 
 HEADER = "OriginalTag,RenamedTag,MinMarkerDuration,MaxGap,RequiredDuration,TagThreshold"

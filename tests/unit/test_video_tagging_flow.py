@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY
 from stash_vision.catalog.entries import Catalog
 from stash_vision.server.media import video
 from stash_vision.server.media.paths import MediaPaths
-from stash_vision.server.taggers.registry import build_taggers
+from stash_vision.server.tagging.taggers.registry import build_taggers
+from stash_vision.server.tagging.video_flow import VideoOptions, VideoOutcome, VideoProgress, VideoTagging
 from stash_vision.server.triton_session import ModelStatus
-from stash_vision.server.video_tagging import VideoOptions, VideoOutcome, VideoProgress, VideoTagging
 from stash_vision.server.workers import CpuPool
 
 AnyArray = npt.NDArray[Any]

@@ -34,23 +34,21 @@ from stash_vision.server.media import video
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.metrics import STAGE_SECONDS, VIDEO_FRAMES_DECODED, VIDEO_FRAMES_IN_FLIGHT
 from stash_vision.server.preprocessing import preprocess
-from stash_vision.server.taggers.base import Tagger
-from stash_vision.server.tagging.ai_json import AIVideoResult, LoadedResult, load_ai_json
-from stash_vision.server.tagging.categories import CategoryConfig
-from stash_vision.server.tagging.reprocess import (
+from stash_vision.server.tagging.aitagger_format.ai_json import AIVideoResult, LoadedResult, load_ai_json
+from stash_vision.server.tagging.aitagger_format.categories import CategoryConfig
+from stash_vision.server.tagging.aitagger_format.reprocess import (
     ActiveModel,
     json_result_string,
     merge_results,
     plan_reprocessing,
 )
-from stash_vision.server.tagging.timespans import (
+from stash_vision.server.tagging.aitagger_format.timespans import (
     FrameResult,
     build_video_tag_info,
-    desired_spans,
-    optimize_clustering,
     raw_runs,
     result_from_frames,
 )
+from stash_vision.server.tagging.taggers.base import Tagger
 from stash_vision.server.triton_session import InferenceSession
 from stash_vision.server.workers import CpuPool
 
@@ -432,28 +430,3 @@ class _Stats:
             return None
         self.last_report = now
         return VideoProgress(self.done, self.total, now - self.started)
-
-
-def optimize_marker_settings(
-    categories: CategoryConfig, existing: Any, desired_timespan_data: Any, top: int = 10
-) -> list[dict[str, float]]:
-    """The clustering parameter sweep of `/optimize_timeframe_settings/` (§1.4, §3.6)."""
-    try:
-        loaded = load_ai_json(existing, categories)
-        desired = desired_spans(desired_timespan_data, categories)
-    except (ValueError, TypeError, KeyError) as error:
-        raise InvalidInput(f"cannot read the request: {error}") from None
-    if not desired:
-        raise InvalidInput("desired_timespan_data names no tag with spans")
-    return [
-        {
-            "density_weight": r.params.density_weight,
-            "gap_factor": r.params.gap_factor,
-            "average_factor": r.params.average_factor,
-            "min_gap": r.params.min_gap,
-            "loss": round(r.loss, 4),
-            "seconds_difference": round(r.seconds_diff, 4),
-            "marker_count_difference": r.count_mismatch,
-        }
-        for r in optimize_clustering(loaded.result, categories, desired, top=top)
-    ]

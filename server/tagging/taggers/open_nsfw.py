@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stash_vision.server.arrays import AnyArray
-from stash_vision.server.taggers.base import Scores, Tagger
+from stash_vision.server.tagging.taggers.base import Scores, Tagger
 
 
 class OpenNsfwTagger(Tagger):

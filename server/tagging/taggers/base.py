@@ -9,7 +9,7 @@ from functools import cached_property
 
 from stash_vision.catalog.entries import CatalogEntry, TaggerSpec
 from stash_vision.server.arrays import AnyArray
-from stash_vision.server.tagging.categories import CategoryConfig, load_category_dir
+from stash_vision.server.tagging.aitagger_format.categories import CategoryConfig, load_category_dir
 
 Scores = dict[str, dict[str, float]]
 """category -> tag (the model's own name) -> probability, in model output order."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from stash_vision.catalog.entries import CatalogEntry, TaggerKind
-from stash_vision.server.taggers.base import Tagger
-from stash_vision.server.taggers.multilabel import MultiLabelTagger
-from stash_vision.server.taggers.nudenet import NudeNetTagger
-from stash_vision.server.taggers.open_nsfw import OpenNsfwTagger
+from stash_vision.server.tagging.taggers.base import Tagger
+from stash_vision.server.tagging.taggers.multilabel import MultiLabelTagger
+from stash_vision.server.tagging.taggers.nudenet import NudeNetTagger
+from stash_vision.server.tagging.taggers.open_nsfw import OpenNsfwTagger
 
 KINDS: dict[TaggerKind, type[Tagger]] = {
     TaggerKind.NUDENET: NudeNetTagger,

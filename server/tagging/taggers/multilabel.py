@@ -10,7 +10,7 @@ import numpy as np
 
 from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.server.arrays import AnyArray
-from stash_vision.server.taggers.base import Scores, Tagger
+from stash_vision.server.tagging.taggers.base import Scores, Tagger
 
 
 class MultiLabelTagger(Tagger):

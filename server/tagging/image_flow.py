@@ -22,7 +22,7 @@ from stash_vision.server.errors import InvalidInput, StashVisionError, TooLarge
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.metrics import IMAGES_DECODED, STAGE_SECONDS
 from stash_vision.server.preprocessing import preprocess
-from stash_vision.server.taggers.base import Scores, Tagger
+from stash_vision.server.tagging.taggers.base import Scores, Tagger
 from stash_vision.server.triton_session import InferenceSession
 from stash_vision.server.workers import CpuPool
 
