@@ -90,7 +90,12 @@ def build_face_identification(
     except ProfileError as error:
         # Tagging still works; face calls answer FAILED_PRECONDITION with this message.
         problem = str(error)
-        log.error("face identification unavailable: %s", problem)
+        if settings.models and not set(profile.models) & set(settings.models):
+            # STASH_VISION_MODELS lists none of the profile's models: a tagging-only server by
+            # choice, which is information, not an error.
+            log.info("face identification off: STASH_VISION_MODELS serves none of profile %r's models", profile.name)
+        else:
+            log.error("face identification unavailable: %s", problem)
     return FaceIdentification(
         profile,
         pipeline,

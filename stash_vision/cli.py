@@ -61,14 +61,17 @@ def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
     catalog = Catalog.load(extra=[settings.user_repository])
     served = set(served_names(settings, catalog))
     loaded = _triton_ready_models(settings, catalog.names())
-    print(f"{'model':<16}{'version':<9}{'task':<22}{'served':<8}{'fetched':<9}{'in Triton':<10}licence")
+    rows = [("model", "version", "task", "served", "fetched", "in Triton", "licence")]
     for name in catalog.names():
         entry = catalog.get(name)
         state = "-" if loaded is None else ("ready" if name in loaded else "no")
-        print(
-            f"{name:<16}{entry.version:<9}{entry.task:<22}{'yes' if name in served else 'no':<8}"
-            f"{'yes' if is_fetched(entry, settings.models_dir) else 'no':<9}{state:<10}{entry.licence}"
-        )
+        fetched = "yes" if is_fetched(entry, settings.models_dir) else "no"
+        served_here = "yes" if name in served else "no"
+        rows.append((name, str(entry.version), entry.task, served_here, fetched, state, entry.licence))
+    # Columns as wide as their longest cell: imported models have long names.
+    widths = [max(len(row[column]) for row in rows) + 2 for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1])
     if loaded is None:
         print(f"(Triton at {settings.triton_target} is not reachable: 'in Triton' unknown)")
     return 0
