@@ -26,13 +26,13 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2
 
 from stash_vision import cli
-from stash_vision.catalog import importers
 from stash_vision.catalog.entries import Catalog, CatalogEntry
 from stash_vision.catalog.importers import (
     ModelImportError,
     import_onnx_classifier,
     import_skier233,
     read_skier233_yaml,
+    torchscript_to_onnx,
     triton_name,
 )
 from stash_vision.embedded.ort_runner import OnnxRuntimeRunner
@@ -451,7 +451,7 @@ def test_failures_leave_nothing_behind(
 def test_a_conversion_that_disagrees_with_torchscript_is_refused(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(importers, "MAX_LOGIT_DIFFERENCE", 0.0)
+    monkeypatch.setattr(torchscript_to_onnx, "MAX_LOGIT_DIFFERENCE", 0.0)
     yaml_path = write_package(tmp_path / "pkg")
     with pytest.raises(
         ModelImportError, match=re.escape("disagrees with TorchScript: max |logit difference|")
