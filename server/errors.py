@@ -46,3 +46,19 @@ class IndexUnavailable(StashVisionError):
 
 class ProfileUnavailable(StashVisionError):
     """The face profile cannot run: a model it needs is not served."""
+
+
+class JobNotFound(StashVisionError):
+    """No job with that id."""
+
+
+class JobConflict(StashVisionError):
+    """The job's state does not allow the action (pausing a finished job, resuming a running one)."""
+
+
+class JobsUnavailable(StashVisionError):
+    """This process cannot run jobs: another process holds the data directory's job lock."""
+
+
+class StorageUnavailable(StashVisionError):
+    """The job database or result store cannot be written: full disk, read-only, locked."""

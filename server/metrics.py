@@ -38,6 +38,23 @@ VIDEO_FRAMES_IN_FLIGHT = Gauge(
     "Sampled video frames being decoded, preprocessed or in Triton, across all videos.",
 )
 
+JOBS = Gauge("stash_vision_jobs", "Jobs in the job database, by kind and state.", ["kind", "state"])
+JOBS_FINISHED = Counter(
+    "stash_vision_jobs_finished_total", "Jobs that reached an end state (or paused) here.", ["kind", "state"]
+)
+JOB_ITEMS = Counter("stash_vision_job_items_total", "Job items finished, by outcome.", ["kind", "outcome"])
+JOB_ITEM_SECONDS = Histogram(
+    "stash_vision_job_item_seconds",
+    "Time one job item took, retries included.",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+RESULT_STORE_LOOKUPS = Counter(
+    "stash_vision_result_store_lookups_total",
+    "Result store look-ups, by what was looked up and outcome.",
+    ["kind", "outcome"],
+)
+
 
 def _split(method: str) -> tuple[str, str]:
     _, service, name = method.split("/", 2) if method.count("/") >= 2 else ("", "unknown", method)

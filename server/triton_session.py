@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from stash_vision.server.arrays import AnyArray
 from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, InferenceFailed, InvalidInput
+from stash_vision.server.priority import triton_priority
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ class TritonSession:
         requested = [InferRequestedOutput(name) for name in outputs]
         try:
             result = await self._client.infer(
-                model, infer_inputs, outputs=requested, client_timeout=timeout_s or self.default_timeout_s
+                model,
+                infer_inputs,
+                outputs=requested,
+                client_timeout=timeout_s or self.default_timeout_s,
+                priority=triton_priority(),
             )
         except InferenceServerException as error:
             raise translate(error, model) from None

@@ -26,6 +26,10 @@ CODES: dict[type[errors.StashVisionError], grpc.StatusCode] = {
     errors.InferenceFailed: grpc.StatusCode.INTERNAL,
     errors.IndexUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ProfileUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.JobNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.JobConflict: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.JobsUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

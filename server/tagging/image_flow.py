@@ -22,6 +22,7 @@ from stash_vision.server.errors import InvalidInput, StashVisionError, TooLarge
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.metrics import IMAGES_DECODED, STAGE_SECONDS
 from stash_vision.server.preprocessing import preprocess
+from stash_vision.server.priority import PrioritySemaphore
 from stash_vision.server.tagging.taggers.base import Scores, Tagger
 from stash_vision.server.triton_session import InferenceSession
 from stash_vision.server.workers import CpuPool
@@ -80,7 +81,8 @@ class ImageTagging:
         self.use_category_image_thresholds = use_category_image_thresholds
         self.max_images = max_images
         self.per_request_in_flight = per_request_in_flight
-        self._global_slots = asyncio.Semaphore(global_in_flight)
+        # Interactive requests are admitted ahead of job items (server/priority.py).
+        self._global_slots = PrioritySemaphore(global_in_flight)
 
     def active(self, skip: frozenset[str]) -> list[Tagger]:
         return [t for t in self.taggers if any(c not in skip for c in t.categories)]

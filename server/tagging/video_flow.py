@@ -34,6 +34,7 @@ from stash_vision.server.media import video
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.metrics import STAGE_SECONDS, VIDEO_FRAMES_DECODED, VIDEO_FRAMES_IN_FLIGHT
 from stash_vision.server.preprocessing import preprocess
+from stash_vision.server.priority import PrioritySemaphore
 from stash_vision.server.tagging.aitagger_format.ai_json import AIVideoResult, LoadedResult, load_ai_json
 from stash_vision.server.tagging.aitagger_format.categories import CategoryConfig
 from stash_vision.server.tagging.aitagger_format.reprocess import (
@@ -120,8 +121,12 @@ class VideoTagging:
         self.pool = pool
         self.reprocess_more_accurate = reprocess_with_more_accurate_same_model
         self._decoders = ThreadPoolExecutor(max_concurrent_videos, thread_name_prefix="video")
-        self._video_slots = asyncio.Semaphore(max_concurrent_videos)
-        self._frame_slots = asyncio.Semaphore(global_frames_in_flight)
+        # Interactive calls are admitted ahead of job items, and jobs leave a video slot and some
+        # frame slots free for them (server/priority.py).
+        self._video_slots = PrioritySemaphore(max_concurrent_videos)
+        self._frame_slots = PrioritySemaphore(
+            global_frames_in_flight, background_limit=max(1, global_frames_in_flight - _FRAMES_IN_FLIGHT // 2)
+        )
         self.global_frames_in_flight = global_frames_in_flight
         self.categories = CategoryConfig.of(
             settings for tagger in taggers for settings in tagger.category_config.categories.values()

@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from stash_vision.catalog.entries import CatalogEntry
+from stash_vision.server.priority import TRITON_PRIORITY_LEVELS
 
 RUNNER_SOURCE = Path(__file__).with_name("ort_runner.py")
 
@@ -53,6 +54,15 @@ def embedded_config(
         for warmup in config.model_warmup:
             warmup.batch_size = max(1, min(warmup_batch, config.max_batch_size))
     return config
+
+
+def with_request_priorities(config: model_config_pb2.ModelConfig) -> None:
+    """Two priority levels in the dynamic batcher: interactive calls ask for the default (1), job
+    items for 2, so Triton serves a plugin's call ahead of queued background work
+    (stash_vision/server/priority.py). Kept out of the configs in git so imported models get it too."""
+    if config.HasField("dynamic_batching") and config.dynamic_batching.priority_levels == 0:
+        config.dynamic_batching.priority_levels = TRITON_PRIORITY_LEVELS
+        config.dynamic_batching.default_priority_level = 1
 
 
 def assemble(
@@ -98,8 +108,10 @@ def _write_model(
         config = embedded_config(entry, weights, threads, warmup_batch)
         shutil.copy2(RUNNER_SOURCE, version_dir / "model.py")
     else:
-        config = entry.triton_config
+        config = model_config_pb2.ModelConfig()
+        config.CopyFrom(entry.triton_config)
         _link_or_copy(weights, version_dir / entry.weights.file)
+    with_request_priorities(config)
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     if entry.labels_file:
         shutil.copy2(entry.folder / entry.labels_file, folder / entry.labels_file)

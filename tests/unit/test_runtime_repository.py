@@ -15,7 +15,21 @@ from tritonclient.grpc import model_config_pb2
 
 from stash_vision.catalog.entries import Catalog, CatalogEntry
 from stash_vision.embedded import runtime_repository
-from stash_vision.embedded.runtime_repository import RepositoryMode, WeightsMissing, assemble
+from stash_vision.embedded.runtime_repository import (
+    RepositoryMode,
+    WeightsMissing,
+    assemble,
+    with_request_priorities,
+)
+
+
+def _prioritised(source: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
+    """The source config plus the one change both modes make: two request priority levels."""
+    config = model_config_pb2.ModelConfig()
+    config.CopyFrom(source)
+    with_request_priorities(config)
+    return config
+
 
 RUNNER = Path(runtime_repository.__file__).with_name("ort_runner.py")
 
@@ -68,7 +82,7 @@ def test_embedded_assembly_swaps_backend_and_keeps_batching_io_and_warmup(data_d
         assert config.instance_group[0].count == 1
         assert config.max_batch_size == source.max_batch_size
         assert config.HasField("dynamic_batching")
-        assert config.dynamic_batching == source.dynamic_batching
+        assert config.dynamic_batching == _prioritised(source).dynamic_batching
         assert list(config.input) == list(source.input)
         assert list(config.output) == list(source.output)
         assert list(config.model_warmup) == list(source.model_warmup)
@@ -98,7 +112,7 @@ def test_embedded_config_equals_source_apart_from_the_documented_changes(data_di
     for entry in selected:
         config = read_config(out / entry.name / "config.pbtxt")
         expected = model_config_pb2.ModelConfig()
-        expected.CopyFrom(entry.triton_config)
+        expected.CopyFrom(_prioritised(entry.triton_config))
         for field in ("backend", "platform", "optimization", "instance_group", "parameters"):
             expected.ClearField(field)
             config.ClearField(field)
@@ -115,7 +129,7 @@ def test_native_assembly_keeps_config_and_places_weights(data_dir: Path) -> None
     out = assemble(selected, models_dir, data_dir / "repo", RepositoryMode.NATIVE)
     for entry in selected:
         config = read_config(out / entry.name / "config.pbtxt")
-        assert config == entry.triton_config, entry.name
+        assert config == _prioritised(entry.triton_config), entry.name
         assert config.backend == "onnxruntime"
         placed = out / entry.name / "1" / "model.onnx"
         assert placed.is_file()
