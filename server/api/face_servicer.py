@@ -9,18 +9,18 @@ import grpc
 
 from stash_vision.server.api.convert import image_ref
 from stash_vision.server.api.status import mapped_errors, mapped_stream_errors
-from stash_vision.server.faces.identification import (
+from stash_vision.server.faces.identification import FaceIdentification
+from stash_vision.server.faces.index.records import PerformerRecord
+from stash_vision.server.faces.matching import EmbedderDistance, Match
+from stash_vision.server.faces.pipeline import Face, FaceGates
+from stash_vision.server.faces.results import (
     AnsweredBy,
-    FaceIdentification,
     IdentifyOptions,
     VideoPerson,
     VideoProgress,
     VideoRequest,
     VideoResult,
 )
-from stash_vision.server.faces.index.records import PerformerRecord
-from stash_vision.server.faces.matching import EmbedderDistance, Match
-from stash_vision.server.faces.pipeline import Face, FaceGates
 from stash_vision.v1 import faces_pb2, faces_pb2_grpc
 
 

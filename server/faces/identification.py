@@ -1,12 +1,12 @@
 """Face services of the server: detect, embed, compare, and identify performers in an image, a
-gallery or a scene. Transport-free: the gRPC servicer translates these results."""
+gallery or a scene. Transport-free: the gRPC servicer translates these results (`results`); how a
+scene's faces become persons is `scene_people`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,23 +15,30 @@ from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound
 from stash_vision.server.faces.index.store import FaceIndex
 from stash_vision.server.faces.index_holder import IndexHolder
 from stash_vision.server.faces.matching import (
-    EmbedderDistance,
     Match,
-    Vector,
-    assign_people,
     assign_unique,
-    cluster_faces,
     fuse_rows,
     fused_distance,
-    fused_vector,
     gallery_vote,
     performer_matches,
-    time_ranges,
-    vote_person,
 )
 from stash_vision.server.faces.pipeline import EmbeddedFace, Face, FaceGates, FacePipeline
 from stash_vision.server.faces.profile import FaceProfile
+from stash_vision.server.faces.results import (
+    AnsweredBy,
+    Comparison,
+    FacePairResult,
+    GalleryPerformer,
+    GalleryResult,
+    IdentifiedFace,
+    IdentifyOptions,
+    VideoProgress,
+    VideoRequest,
+    VideoResult,
+    VideoTiming,
+)
 from stash_vision.server.faces.scene_frames import FrameReport, SceneFrame, evenly_spaced, read_frames
+from stash_vision.server.faces.scene_people import FrameFaces, people_in_scene
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.media.video import probe
@@ -43,131 +50,6 @@ DEFAULT_VIDEO_FRAMES = 60
 MAX_VIDEO_FRAMES = 600
 # Frames being detected/embedded at once for one scene; the reader waits beyond this (bounded memory).
 _FRAMES_IN_FLIGHT = 6
-
-
-@dataclass(frozen=True)
-class AnsweredBy:
-    profile: str
-    index_version: str = ""
-
-
-@dataclass(frozen=True)
-class IdentifyOptions:
-    top_k: int = 0
-    max_distance: float | None = None
-    min_confidence: float | None = None
-    min_face_size: int | None = None
-
-
-@dataclass(frozen=True)
-class IdentifiedFace:
-    face: Face
-    matches: list[Match]
-
-
-@dataclass(frozen=True)
-class FacePairResult:
-    first: int
-    second: int
-    distance: float
-    per_embedder: tuple[EmbedderDistance, ...]
-
-    @property
-    def similarity(self) -> float:
-        return 1.0 - self.distance
-
-
-@dataclass(frozen=True)
-class Comparison:
-    first_faces: list[Face]
-    second_faces: list[Face]
-    pairs: list[FacePairResult]
-    same_person_distance: float
-    answered_by: AnsweredBy
-
-
-@dataclass(frozen=True)
-class GalleryPerformer:
-    best: Match
-    average_distance: float
-    image_indexes: list[int]
-    vote_share: float
-
-
-@dataclass(frozen=True)
-class GalleryResult:
-    total_images: int
-    images_processed: int
-    faces_detected: int
-    performers: list[GalleryPerformer]
-    errors: list[tuple[int, str]]
-    answered_by: AnsweredBy
-
-
-@dataclass(frozen=True)
-class Sighting:
-    frame_index: int
-    time_s: float
-    face: Face
-
-
-@dataclass(frozen=True)
-class VideoPerson:
-    person_id: int
-    frame_count: int
-    best: Match | None
-    alternatives: list[Match]
-    time_ranges: list[tuple[float, float]]
-    sightings: list[Sighting]
-
-
-@dataclass
-class VideoTiming:
-    total_ms: float = 0.0
-    decode_ms: float = 0.0
-    detection_ms: float = 0.0
-    embedding_ms: float = 0.0
-    matching_ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class VideoRequest:
-    path: str
-    num_frames: int = 0
-    start_fraction: float | None = None
-    end_fraction: float | None = None
-    cover: ImageRef | None = None
-    options: IdentifyOptions = IdentifyOptions()
-    cluster_distance: float | None = None
-
-
-@dataclass(frozen=True)
-class VideoProgress:
-    frames_done: int
-    frames_total: int
-    elapsed_s: float
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    frames_requested: int
-    frames_analyzed: int
-    faces_detected: int
-    faces_after_filter: int
-    persons: list[VideoPerson]
-    duration_s: float
-    partial: bool
-    partial_reason: str
-    timing: VideoTiming
-    answered_by: AnsweredBy
-
-
-@dataclass
-class _FrameFaces:
-    index: int
-    time_s: float
-    faces: list[EmbeddedFace] = field(default_factory=list)
-    matches: list[list[Match]] = field(default_factory=list)
 
 
 class FaceIdentification:
@@ -376,7 +258,7 @@ class FaceIdentification:
         times = evenly_spaced(info.duration_s, count, start, end)
         report = FrameReport(requested=len(times))
 
-        frames: list[_FrameFaces] = []
+        frames: list[FrameFaces] = []
         counts = {"detected": 0, "kept": 0}
 
         async def analyse(frame: SceneFrame) -> None:
@@ -391,7 +273,7 @@ class FaceIdentification:
             timing.matching_ms += (time.perf_counter() - t2) * 1000
             counts["detected"] += found
             counts["kept"] += len(faces)
-            frames.append(_FrameFaces(frame.index, frame.time_s, embedded, matches))
+            frames.append(FrameFaces(frame.index, frame.time_s, embedded, matches))
 
         if request.cover is not None:
             cover = await self._image(request.cover)
@@ -456,7 +338,7 @@ class FaceIdentification:
             )
 
         t0 = time.perf_counter()
-        persons = await self.pool.run(self._people, frames, cluster_distance)
+        persons = await self.pool.run(people_in_scene, frames, cluster_distance, self.profile.weights())
         timing.matching_ms += (time.perf_counter() - t0) * 1000
         timing.total_ms = (time.perf_counter() - started) * 1000
         partial_reason = ""
@@ -476,61 +358,3 @@ class FaceIdentification:
             timing=timing,
             answered_by=self.answered(index),
         )
-
-    def _people(self, frames: list[_FrameFaces], cluster_distance: float) -> list[VideoPerson]:
-        weights = self.profile.weights()
-        frames.sort(key=lambda f: f.index)
-        items: list[tuple[tuple[int, int], Vector]] = []
-        for f_number, frame in enumerate(frames):
-            for face_number, face in enumerate(frame.faces):
-                items.append(((f_number, face_number), fused_vector(face.vectors, weights)))
-        clusters = cluster_faces(items, cluster_distance)
-        members = [cluster.members for cluster in clusters]
-
-        # Two clusters whose strongest candidate is the same performer are one person seen twice
-        # (lighting, pose): merge them before performers are handed out.
-        def votes_of(group: list[tuple[int, int]]) -> list[tuple[Match, float]]:
-            return vote_person([(frames[f].index, frames[f].matches[i]) for f, i in group])
-
-        people: list[list[tuple[int, int]]] = []
-        candidates: list[list[tuple[Match, float]] | None] = []
-        person_of: dict[str, int] = {}
-        for group in members:
-            votes = votes_of(group)
-            key = votes[0][0].performer.id if votes else None
-            if key is not None and key in person_of:
-                person = person_of[key]
-                people[person].extend(group)
-                candidates[person] = None  # merged: voted again below
-                continue
-            if key is not None:
-                person_of[key] = len(people)
-            people.append(group)
-            candidates.append(votes)
-        final = [
-            votes if votes is not None else votes_of(group)
-            for group, votes in zip(people, candidates, strict=True)
-        ]
-        sizes = [len({frames[f].index for f, _ in group}) for group in people]
-        verdicts = assign_people(final, sizes)
-        result = []
-        for group, verdict, size in zip(people, verdicts, sizes, strict=True):
-            sightings = [
-                Sighting(frames[f].index, frames[f].time_s, frames[f].faces[i].face) for f, i in group
-            ]
-            sightings.sort(key=lambda s: s.frame_index)
-            result.append(
-                VideoPerson(
-                    person_id=0,
-                    frame_count=size,
-                    best=verdict.best,
-                    alternatives=list(verdict.alternatives),
-                    time_ranges=time_ranges([(s.frame_index, s.time_s) for s in sightings]),
-                    sightings=sightings,
-                )
-            )
-        result.sort(key=lambda p: (p.best is None, -p.frame_count, p.best.distance if p.best else 0.0))
-        return [
-            VideoPerson(i, p.frame_count, p.best, p.alternatives, p.time_ranges, p.sightings)
-            for i, p in enumerate(result)
-        ]

@@ -22,7 +22,7 @@ from PIL import Image
 from stash_vision.server.arrays import BgrImage
 from stash_vision.server.errors import InvalidInput, MediaNotFound
 from stash_vision.server.media import video
-from stash_vision.server.media.video import Strategy, VideoInfo, sample_plan, vr_crop
+from stash_vision.server.media.video import Strategy, VideoInfo, probing, sample_plan, vr_crop
 
 FPS = 25
 FRAMES = 100  # 4 s
@@ -318,21 +318,21 @@ def test_which_b_frames_can_be_skipped_is_read_from_x264s_settings(
     ref: bytes, pyramid: bytes, skippable: bool
 ) -> None:
     head = X264_SEI % (ref, pyramid)
-    settings = video._x264_settings(head)
+    settings = probing._x264_settings(head)
     assert settings is not None
     assert (settings["ref"], settings["b_pyramid"], settings["keyint"]) == (
         ref.decode(),
         pyramid.decode(),
         "250",
     )
-    assert video._bidir_skippable("h264", head) is skippable
-    assert not video._bidir_skippable("hevc", head), "only H.264's rules are known"
+    assert probing._bidir_skippable("h264", head) is skippable
+    assert not probing._bidir_skippable("hevc", head), "only H.264's rules are known"
 
 
 def test_without_x264s_settings_b_frames_are_not_all_skipped() -> None:
-    assert video._x264_settings(b"\x00\x00\x01\x65\x88" * 100) is None
-    assert not video._bidir_skippable("h264", b"\x00\x00\x01\x65\x88" * 100)
-    assert not video._bidir_skippable("h264", b"")
+    assert probing._x264_settings(b"\x00\x00\x01\x65\x88" * 100) is None
+    assert not probing._bidir_skippable("h264", b"\x00\x00\x01\x65\x88" * 100)
+    assert not probing._bidir_skippable("h264", b"")
 
 
 def test_a_requested_strategy_overrides_the_rule() -> None:

@@ -1,4 +1,5 @@
-"""Loading and querying a face index folder (layout: see `layout`).
+"""Loading and querying a face index folder (layout: see `layout`; the checks loading runs: see
+`loading`).
 
 Thread-safety: a loaded `FaceIndex` is immutable and `query` may be called from many threads at
 once. Each call passes its own `query_ef` to Voyager and never sets the shared `Index.ef`; the
@@ -11,10 +12,7 @@ so this costs little next to detection and embedding.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,39 +23,34 @@ import voyager
 
 from .errors import (
     REBUILD_HINT,
-    ChecksumMismatchError,
     FaceIndexError,
     IndexCorruptError,
-    IndexFileMissingError,
     IndexIncompatibleError,
     IndexNotFoundError,
     IndexQueryError,
-    RecipeMismatchError,
 )
 from .layout import (
     FACES_FILE,
     PERFORMERS_DB_FILE,
     PERFORMERS_JSON_FILE,
     check_embedder_name,
-    sha256_file,
     voyager_file,
 )
-from .manifest import IndexManifest, VoyagerParams, read_manifest
-from .recipe import normalise_recipe, recipe_differences
+from .loading import (
+    LoadedEmbedder,
+    check_compatible,
+    check_performers_db,
+    load_embedder,
+    read_faces,
+    read_performers,
+    verify_checksums,
+)
+from .manifest import IndexManifest, read_manifest
+from .recipe import normalise_recipe
 from .records import PerformerRecord
-
-# Tables of Stash Sense's performers.db that an index must have (the subset stash-vision writes).
-REQUIRED_TABLES = frozenset({"performers", "stashbox_ids", "faces", "aliases"})
 
 RowIds = npt.NDArray[np.int64]
 Distances = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True, slots=True)
-class _Embedder:
-    name: str
-    dim: int
-    index: Any  # voyager.Index, or None for an empty index (Voyager cannot load an empty index file)
 
 
 class FaceIndex:
@@ -67,7 +60,7 @@ class FaceIndex:
         self,
         folder: Path,
         manifest: IndexManifest,
-        embedders: Sequence[_Embedder],
+        embedders: Sequence[LoadedEmbedder],
         rows: int,
         faces: Sequence[str | None],
         performers: Mapping[str, PerformerRecord],
@@ -124,13 +117,13 @@ class FaceIndex:
             raise IndexIncompatibleError(f"the recipe of {profile_name} cannot be compared: {exc}") from exc
 
         manifest = read_manifest(folder)
-        params = _check_compatible(folder, manifest, embedders, wanted_recipe, profile_name)
-        _verify_checksums(folder, manifest, embedders)
-        faces = _read_faces(folder / FACES_FILE)
-        performers = _read_performers(folder / PERFORMERS_JSON_FILE)
-        _check_performers_db(folder / PERFORMERS_DB_FILE)
+        params = check_compatible(folder, manifest, embedders, wanted_recipe, profile_name)
+        verify_checksums(folder, manifest, embedders)
+        faces = read_faces(folder / FACES_FILE)
+        performers = read_performers(folder / PERFORMERS_JSON_FILE)
+        check_performers_db(folder / PERFORMERS_DB_FILE)
 
-        loaded = [_load_embedder(folder, name, manifest, params) for name in embedders]
+        loaded = [load_embedder(folder, name, manifest, params) for name in embedders]
         rows = manifest.face_count
         for embedder in loaded:
             if embedder.index is not None and embedder.index.num_elements != rows:
@@ -241,170 +234,6 @@ class FaceIndex:
         )
 
 
-# -- load steps ---------------------------------------------------------------------------------
-def _check_compatible(
-    folder: Path,
-    manifest: IndexManifest,
-    embedders: Sequence[str],
-    wanted_recipe: dict[str, Any],
-    profile_name: str,
-) -> VoyagerParams:
-    rebuild = f"{REBUILD_HINT} for {profile_name}"
-    if manifest.recipe is None:
-        raise IndexIncompatibleError(
-            f"the index at {folder} (version {manifest.version}) lacks a recipe: its manifest.json has no "
-            "'recipe' block, so nothing says how its faces were detected, aligned and normalised. It was not "
-            f"built by stash-vision (a Stash Sense release?); {rebuild}"
-        )
-    if manifest.voyager is None:
-        raise IndexIncompatibleError(
-            f"the index at {folder} (version {manifest.version}) has no 'voyager' block in manifest.json "
-            f"(space, M, ef_construction, embedders); {rebuild}"
-        )
-    built_recipe = normalise_recipe(manifest.recipe)
-    differences = recipe_differences(built_recipe, wanted_recipe)
-    if differences:
-        keys = tuple(key for key, _ in differences)
-        raise RecipeMismatchError(
-            f"the index at {folder} (version {manifest.version}) was built with a different preprocessing "
-            f"recipe than {profile_name}; differing keys: {'; '.join(text for _, text in differences)}. "
-            f"Its vectors cannot be compared with this profile's embeddings: {rebuild}",
-            differing_keys=keys,
-        )
-    params = manifest.voyager
-    missing = [name for name in embedders if name not in params.embedders]
-    if missing:
-        raise IndexIncompatibleError(
-            f"the index at {folder} has no Voyager index for embedder(s) {missing} (it holds "
-            f"{params.embedders}); {rebuild}"
-        )
-    no_dim = [name for name in embedders if manifest.dim(name) is None]
-    if no_dim:
-        raise IndexCorruptError(
-            f"manifest.json of {folder} gives no dimension for embedder(s) {no_dim} "
-            f"(models.<embedder>_dim); {REBUILD_HINT}"
-        )
-    return params
-
-
-def _verify_checksums(folder: Path, manifest: IndexManifest, embedders: Sequence[str]) -> None:
-    required = [voyager_file(name) for name in embedders] + [
-        FACES_FILE,
-        PERFORMERS_JSON_FILE,
-        PERFORMERS_DB_FILE,
-    ]
-    for name in required:
-        if not (folder / name).is_file():
-            raise IndexFileMissingError(
-                f"{folder / name} is missing: the index is incomplete; re-download it or {REBUILD_HINT}"
-            )
-        if name not in manifest.checksums:
-            raise IndexCorruptError(
-                f"manifest.json of {folder} lists no checksum for {name}, so it cannot be verified; {REBUILD_HINT}"
-            )
-    for name, expected in manifest.checksums.items():
-        path = folder / name
-        if not path.is_file():
-            raise IndexFileMissingError(
-                f"{path} is missing (manifest.json lists it): the index is incomplete; re-download it or {REBUILD_HINT}"
-            )
-        try:
-            actual = sha256_file(path)
-        except OSError as exc:
-            raise IndexCorruptError(f"cannot read {path}: {exc}") from exc
-        if actual != expected:
-            raise ChecksumMismatchError(
-                f"checksum mismatch for {name} in {folder}: manifest.json says {expected}, the file has {actual}. "
-                f"The file was modified or damaged; re-download the index or {REBUILD_HINT}",
-                file=name,
-            )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexCorruptError(f"{path} is not readable JSON ({exc}); {REBUILD_HINT}") from exc
-
-
-def _read_faces(path: Path) -> list[str | None]:
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise IndexCorruptError(
-            f"{path} must hold a JSON array (row -> performer id or null), found {type(data).__name__}"
-        )
-    for row, item in enumerate(data):
-        if item is not None and not isinstance(item, str):
-            raise IndexCorruptError(f"{path} row {row} is {item!r}: expected a performer id string or null")
-    return data
-
-
-def _read_performers(path: Path) -> dict[str, PerformerRecord]:
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise IndexCorruptError(
-            f"{path} must hold a JSON object (performer id -> metadata), found {type(data).__name__}"
-        )
-    performers: dict[str, PerformerRecord] = {}
-    for universal_id, entry in data.items():
-        if not isinstance(entry, dict):
-            raise IndexCorruptError(f"{path}: entry {universal_id!r} is not a JSON object")
-        try:
-            performers[universal_id] = PerformerRecord.from_json_entry(universal_id, entry)
-        except ValueError as exc:
-            raise IndexCorruptError(f"{path}: entry {universal_id!r}: {exc}") from exc
-    return performers
-
-
-def _check_performers_db(path: Path) -> None:
-    try:
-        connection = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            names = {
-                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            connection.close()
-    except sqlite3.Error as exc:
-        raise IndexCorruptError(f"{path} is not a readable SQLite database ({exc}); {REBUILD_HINT}") from exc
-    missing = sorted(REQUIRED_TABLES - names)
-    if missing:
-        raise IndexCorruptError(f"{path} lacks table(s) {missing}; {REBUILD_HINT}")
-
-
-def _load_embedder(folder: Path, name: str, manifest: IndexManifest, params: VoyagerParams) -> _Embedder:
-    path = folder / voyager_file(name)
-    dim = manifest.dim(name)
-    assert dim is not None  # checked by _check_compatible
-    if manifest.face_count == 0:
-        # Voyager writes an empty index that it cannot load back ("entry point ... 4294967295"):
-        # the file's checksum was verified; there is nothing to search.
-        return _Embedder(name, dim, None)
-    try:
-        index = voyager.Index.load(str(path))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise IndexCorruptError(f"{path} is not a loadable Voyager index ({exc}); {REBUILD_HINT}") from exc
-    if index.space != voyager.Space.Cosine or index.storage_data_type != voyager.StorageDataType.Float32:
-        raise IndexIncompatibleError(
-            f"{path} uses space {index.space} with {index.storage_data_type} storage; stash-vision expects "
-            f"Cosine with Float32 (manifest says {params.space}/{params.storage}); {REBUILD_HINT}"
-        )
-    if index.num_dimensions != dim:
-        raise IndexCorruptError(
-            f"{path} holds {index.num_dimensions}-d vectors but manifest.json says {name}_dim={dim}; {REBUILD_HINT}"
-        )
-    rows = int(index.num_elements)
-    if len(index) != rows:
-        raise IndexCorruptError(f"{path} has deleted rows; stash-vision indices never delete; {REBUILD_HINT}")
-    if rows:
-        ids = np.fromiter(index.ids, dtype=np.int64, count=rows)
-        if int(ids.min()) != 0 or int(ids.max()) != rows - 1:
-            raise IndexCorruptError(
-                f"{path} row ids are not 0..{rows - 1}, so they cannot line up with faces.json; {REBUILD_HINT}"
-            )
-    return _Embedder(name, dim, index)
-
-
 # -- search -------------------------------------------------------------------------------------
 def _as_queries(name: str, array: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
     try:
@@ -419,7 +248,7 @@ def _as_queries(name: str, array: npt.ArrayLike, dim: int) -> npt.NDArray[np.flo
 
 
 def _search(
-    embedder: _Embedder, queries: npt.NDArray[np.float32], k: int, ef: int
+    embedder: LoadedEmbedder, queries: npt.NDArray[np.float32], k: int, ef: int
 ) -> tuple[RowIds, Distances]:
     index = embedder.index
     try:
