@@ -15,6 +15,7 @@ import asyncio
 import csv
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,8 +27,8 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from bench.common import machine
 from bench.in_process import OrtSession
+from bench.toolkit.results import run_fields, shared_dir, write_result
 from stash_vision.catalog.entries import Catalog
 from stash_vision.server.faces.matching import fused_distance
 from stash_vision.server.faces.pipeline import FacePipeline
@@ -36,10 +37,8 @@ from stash_vision.server.workers import CpuPool
 from stash_vision.v1 import faces_pb2, faces_pb2_grpc, media_pb2
 from tests.stack import start_stack
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("STASH_VISION_SHARED_DIR") or REPO.parent / "shared")
+SHARED = shared_dir()
 FACES = SHARED / "testdata" / "faces" / "deepface"
-RESULTS = REPO / "bench" / "results"
 
 YUNET = DetectorSpec.model_validate(
     {
@@ -188,11 +187,16 @@ def auc(positives: np.ndarray[Any, Any], negatives: np.ndarray[Any, Any]) -> flo
     )
 
 
+def read_image(path: Path) -> np.ndarray[Any, Any]:
+    image: np.ndarray[Any, Any] = cv2.imread(str(path))
+    return image
+
+
 async def calibrate_one(profile: FaceProfile) -> dict[str, Any]:
     pipeline = in_process_pipeline(profile)
     vectors = {}
     for path in photos():
-        image = cv2.imread(str(path))
+        image = read_image(path)
         faces, _ = await pipeline.detect(image)
         if faces:
             vectors[path.name] = (await pipeline.embed(image, faces[:1]))[0].vectors
@@ -205,7 +209,7 @@ async def calibrate_one(profile: FaceProfile) -> dict[str, Any]:
     s, labels = np.array(sims), np.array(same)
     negatives_with_faces = 0
     for path in sorted((SHARED / "testdata" / "images").iterdir()):
-        found, _ = await pipeline.detect(cv2.imread(str(path)))
+        found, _ = await pipeline.detect(read_image(path))
         negatives_with_faces += bool(found)
     return {
         "detector": profile.detector.model,
@@ -233,14 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scene-repeats", type=int, default=2)
     args = parser.parse_args(argv)
+    started = time.monotonic()
     result = run_calibration() if args.calibrate else run_throughput(args)
-    result["machine"] = machine(onnxruntime=ort.__version__)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = (
-        RESULTS
-        / f"faces-{'calibration-' if args.calibrate else ''}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    )
-    out.write_text(json.dumps(result, indent=2))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    result |= run_fields("bench.bench_faces", argv, started, onnxruntime=ort.__version__)
+    out = write_result(f"faces-{'calibration-' if args.calibrate else ''}", result)
     print(json.dumps(result, indent=2))
     print(f"written to {out}")
     return 0

@@ -31,39 +31,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from bench.common import Samples, batch_stats, machine, metric, scrape
+from bench.in_process import ort_session
+from bench.toolkit.http import httpx
+from bench.toolkit.metrics import describe_level
+from bench.toolkit.phase import measure
+from bench.toolkit.procs import KIB_PER_MIB, Cores, CpuWindow, memory_mib, outside_cores
+from bench.toolkit.results import fmt, rounded, run_fields, shared_dir, write_result
+from bench.toolkit.stack import (
+    add_stack_options,
+    add_what_if_options,
+    apply_stack_options,
+    failed,
+    start_stack,
+    stop_stack,
+    what_if,
+    work_dir,
+)
 from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.catalog.importers import import_skier233
 from stash_vision.server.media.images import ImageLimits, decode_image
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.settings import Settings
-from tests.stack import Stack, cli, free_ports, stack_env, start_stack, wait_ready
+from tests.stack import Stack
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 MODEL = "vivid_galaxy_standin"
 BATCH = 8
-SAMPLE_INTERVAL_S = 0.2
-GIB = 2**30
 
 # Targets (docs/benchmarks-tagging.md).
 TARGET_RATIO = 0.85
@@ -80,20 +84,12 @@ ORIGINAL = {
     "four_requests_peak_memory_gib": 3.17,
     "ort_inprocess_batch8_images_per_s": 11.9,
 }
-
-# Settings of the caller's environment that would point the stack elsewhere are dropped; these
-# tuning knobs are kept (and can be set with the options of the same name).
-_KNOBS = ("STASH_VISION_ORT_THREADS", "STASH_VISION_DECODE_THREADS")
 _REQUEST_TIMEOUT_S = 3600.0
 
 Tensor = npt.NDArray[np.float32]
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def shared_dir() -> Path:
-    return Path(os.environ.get("STASH_VISION_SHARED_DIR") or REPO.parent / "shared")
-
-
 def image_paths(shared: Path, count: int) -> tuple[list[Path], int]:
     """`count` real photos (60 KB to 2.4 MB, mixed sizes) cycled; and how many are distinct."""
     files = sorted((shared / "testdata" / "faces" / "deepface").glob("*.jpg"))
@@ -103,38 +99,8 @@ def image_paths(shared: Path, count: int) -> tuple[list[Path], int]:
     return [files[i % len(files)] for i in range(count)], len(files)
 
 
-# -- CPU accounting ---------------------------------------------------------------------------------
-def system_busy_s() -> float:
-    """CPU seconds all cores spent not idle since boot (first line of /proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def background_cores(seconds: float = 3.0) -> float:
-    """Cores busy with other work while this benchmark sleeps (the machine may be shared)."""
-    before = system_busy_s()
-    time.sleep(seconds)
-    return round((system_busy_s() - before) / seconds, 2)
-
-
-@dataclass
-class CpuWindow:
-    """CPU used by this process and by the whole machine over one phase."""
-
-    own_before: float = field(default_factory=time.process_time)
-    busy_before: float = field(default_factory=system_busy_s)
-    started: float = field(default_factory=time.perf_counter)
-
-    def close(self, others_s: float = 0.0) -> dict[str, float]:
-        """`others_s`: CPU seconds of our other processes (the stack) meanwhile, not foreign."""
-        wall = time.perf_counter() - self.started
-        own = (time.process_time() - self.own_before) / wall
-        busy = (system_busy_s() - self.busy_before) / wall
-        return {
-            "bench_process_cores": round(own, 3),
-            # Whatever else ran on the machine meanwhile (other jobs): it depresses every figure.
-            "foreign_cores": round(max(busy - own - others_s / wall, 0.0), 3),
-        }
+def _cpu(cores: Cores) -> dict[str, float]:
+    return {"bench_process_cores": round(cores.own, 3), "foreign_cores": round(cores.outside, 3)}
 
 
 # -- in-process baselines -------------------------------------------------------------------------
@@ -166,15 +132,6 @@ class InProcess:
         }
 
 
-def ort_session(onnx_path: Path, threads: int) -> ort.InferenceSession:
-    # ORT's defaults (spinning allowed) with every core: the strongest single-session setup.
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def batches(items: list[Path]) -> Iterator[list[Path]]:
     for start in range(0, len(items), BATCH):
         yield items[start : start + BATCH]
@@ -193,7 +150,7 @@ def run_ort(
 
     def prepare(path: Path) -> Tensor:
         tensor, _ = preprocess(decode_image(path.read_bytes(), limits), contract)
-        return cast(Tensor, tensor)
+        return tensor
 
     warm = np.stack([prepare(p) for p in paths[:BATCH]])
     session.run(None, {contract.tensor: warm})
@@ -211,7 +168,7 @@ def run_ort(
         for path, tensor in zip(chunk, batch, strict=True):
             tensors.setdefault(path, tensor)
     seconds = time.perf_counter() - window.started
-    return InProcess(len(paths), seconds, prepare_s, infer_s, window.close()), tensors
+    return InProcess(len(paths), seconds, prepare_s, infer_s, _cpu(window.close())), tensors
 
 
 def run_ort_vs_torch(
@@ -226,12 +183,7 @@ def run_ort_vs_torch(
 
     torch.set_num_threads(threads)
     model = torch.jit.load(str(pt_path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(onnx_path, threads, spinning=False)
     name = session.get_inputs()[0].name
     ort_s = torch_s = 0.0
     difference = 0.0
@@ -251,7 +203,7 @@ def run_ort_vs_torch(
                     torch_out = model(torch.from_numpy(batch)).numpy()
                     torch_s += time.perf_counter() - t0
             difference = max(difference, float(np.abs(torch_out - ort_out).max()))
-    cpu = window.close()
+    cpu = _cpu(window.close())
     seconds = time.perf_counter() - window.started
     return (
         InProcess(len(paths), seconds, 0.0, ort_s, cpu),
@@ -260,313 +212,7 @@ def run_ort_vs_torch(
     )
 
 
-# -- the stack's processes ----------------------------------------------------------------------------
-def _role(pid: int, root: int, cmdline: str) -> str:
-    if pid == root:
-        return "supervisor"
-    if "triton_python_backend_stub" in cmdline:
-        return "ort_stub"  # the Python-backend process running ONNX Runtime
-    if "tritonserver" in cmdline:
-        return "tritonserver"
-    if "stash_vision.server" in cmdline:
-        return "grpc_server"
-    if "stash_vision.adapter" in cmdline:
-        return "adapter"
-    return "other"
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    role: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.role}[{self.pid}]"
-
-
-def process_tree(root: int) -> list[Proc]:
-    """The serve process and every descendant (tritonserver, its Python-backend stubs, the
-    server, the adapter), found by walking /proc."""
-    parents: dict[int, int] = {}
-    cmdlines: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = (entry / "stat").read_text()
-            pid = int(entry.name)
-            parents[pid] = int(raw[raw.rindex(")") + 2 :].split()[1])
-            cmdlines[pid] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    tree = {root} if root in parents else set()
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return [Proc(pid, _role(pid, root, cmdlines[pid])) for pid in sorted(tree)]
-
-
-def _status_kib(pid: int, key: str) -> int | None:
-    return _memory_kib(pid).get(key.rstrip(":"))
-
-
-def _memory_kib(pid: int) -> dict[str, int]:
-    """The Vm*/Rss* lines of /proc/<pid>/status, in KiB (empty when the process is gone)."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("Vm", "Rss")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    return out
-
-
-def _pss_kib(pid: int) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return None
-
-
-def cpu_seconds(procs: list[Proc]) -> dict[str, float]:
-    """utime + stime (all threads) per process."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for proc in procs:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(f"/proc/{proc.pid}/stat").read_text()
-            rest = raw[raw.rindex(")") + 2 :].split()
-            out[proc.key] = (int(rest[11]) + int(rest[12])) / ticks
-    return out
-
-
-class MemorySampler:
-    """Samples VmRSS and Pss of every process of the tree every 0.2 s in a thread. RSS counts
-    shared pages (libraries, Triton's shared-memory tensors) in each process that maps them, so
-    the sum of RSS overstates the total; the sum of Pss splits shared pages between them. The
-    peaks of RssAnon (private heap) and RssShmem (shared memory: /dev/shm) per process tell
-    which kind of memory grew."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.peak_rss_kib: dict[str, int] = {}
-        self.peak_anon_kib: dict[str, int] = {}
-        self.peak_shmem_kib: dict[str, int] = {}
-        self.peak_sum_rss_kib = 0
-        self.peak_sum_pss_kib = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        procs = process_tree(self.root)
-        refreshed = time.monotonic()
-        while True:
-            if time.monotonic() - refreshed > 2.0:  # a process may have (re)started
-                procs, refreshed = process_tree(self.root), time.monotonic()
-            total_rss = total_pss = 0
-            for proc in procs:
-                memory = _memory_kib(proc.pid)
-                if "VmRSS" not in memory:
-                    continue
-                total_rss += memory["VmRSS"]
-                total_pss += _pss_kib(proc.pid) or 0
-                for peaks, key in (
-                    (self.peak_rss_kib, "VmRSS"),
-                    (self.peak_anon_kib, "RssAnon"),
-                    (self.peak_shmem_kib, "RssShmem"),
-                ):
-                    peaks[proc.key] = max(peaks.get(proc.key, 0), memory.get(key, 0))
-            self.peak_sum_rss_kib = max(self.peak_sum_rss_kib, total_rss)
-            self.peak_sum_pss_kib = max(self.peak_sum_pss_kib, total_pss)
-            self.samples += 1
-            if self._stop.wait(SAMPLE_INTERVAL_S):
-                return
-
-
-# -- metrics ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    triton: Samples
-    server: Samples
-    batches: dict[int, tuple[int, int]]
-    cpu: dict[str, float]
-    at: float
-
-
-def snapshot(stack: Stack, procs: list[Proc]) -> Snapshot:
-    return Snapshot(
-        triton=scrape(stack.triton_metrics_port),
-        server=scrape(stack.server_metrics_port),
-        batches=batch_stats(stack.triton_grpc_port, MODEL),
-        cpu=cpu_seconds(procs),
-        at=time.perf_counter(),
-    )
-
-
-def explain(before: Snapshot, after: Snapshot) -> dict[str, Any]:
-    def triton(name: str) -> float:
-        return metric(after.triton, name, model=MODEL) - metric(before.triton, name, model=MODEL)
-
-    def server(name: str, **labels: str) -> float:
-        return metric(after.server, name, **labels) - metric(before.server, name, **labels)
-
-    wall = after.at - before.at
-    inferences, executions = triton("nv_inference_count"), triton("nv_inference_exec_count")
-    requests = triton("nv_inference_request_success") or 1.0
-    stages: dict[str, float | None] = {}
-    for stage in ("decode", "preprocess", "triton"):
-        count = server("stash_vision_stage_seconds_count", stage=stage)
-        stages[stage] = server("stash_vision_stage_seconds_sum", stage=stage) / count * 1e3 if count else None
-    histogram: dict[str, int] = {}
-    busy_ns = 0
-    for size, (count, ns) in sorted(after.batches.items()):
-        old_count, old_ns = before.batches.get(size, (0, 0))
-        if count > old_count:
-            histogram[str(size)] = count - old_count
-            busy_ns += ns - old_ns
-    cpu_by_process = {k: (after.cpu[k] - before.cpu.get(k, 0.0)) / wall for k in after.cpu}
-    cpu_by_role: dict[str, float] = {}
-    for key, cores in cpu_by_process.items():
-        role = key.split("[", 1)[0]
-        cpu_by_role[role] = cpu_by_role.get(role, 0.0) + cores
-    return {
-        "avg_triton_batch": inferences / executions if executions else None,
-        "triton_executions": int(executions),
-        "batch_size_histogram": histogram,
-        # Mean wall time of one execute() (IPC to the stub + ORT), and the share of the wall time
-        # the single model instance spent executing: near 100 % means ORT is the bottleneck.
-        "batch_exec_ms": busy_ns / 1e6 / sum(histogram.values()) if histogram else None,
-        "ort_instance_busy": busy_ns / 1e9 / wall,
-        "triton_ms_per_request": {
-            "queue": triton("nv_inference_queue_duration_us") / requests / 1e3,
-            "compute_infer": triton("nv_inference_compute_infer_duration_us") / requests / 1e3,
-            "request_total": triton("nv_inference_request_duration_us") / requests / 1e3,
-        },
-        "server_stage_ms": stages,
-        "stack_cpu_cores_by_role": {k: round(v, 3) for k, v in sorted(cpu_by_role.items())},
-        "stack_cpu_cores": round(sum(cpu_by_process.values()), 3),
-        "stack_cpu_seconds": sum(after.cpu[k] - before.cpu.get(k, 0.0) for k in after.cpu),
-    }
-
-
 # -- the stack --------------------------------------------------------------------------------------
-# Knobs without a setting (the derived config.pbtxt, ort_runner.py, the in-flight caps of
-# ImageTagging) are tried without editing the project: a launcher wraps
-# runtime_repository.assemble to edit the runtime repository `serve` is about to hand to Triton,
-# and starts the gRPC server through a shim that changes ImageTagging's defaults; then it runs the
-# genuine CLI in the same process. Both are source run with `python -c`, so no process of the stack
-# imports this benchmark (their RSS stays comparable). Without overrides, tests.stack starts
-# `stash-vision serve` as it is.
-_OVERRIDES_ENV = "STASH_VISION_BENCH_TAGGING_OVERRIDES"
-_SERVER_SHIM = """
-import json, os, runpy
-from stash_vision.server.tagging import image_flow
-
-overrides = json.loads(os.environ["STASH_VISION_BENCH_TAGGING_OVERRIDES"])
-original = image_flow.ImageTagging.__init__
-
-def init(self, *args, **kwargs):
-    for key in ("per_request_in_flight", "global_in_flight"):
-        if overrides.get(key) is not None:
-            kwargs[key] = int(overrides[key])
-    original(self, *args, **kwargs)
-
-image_flow.ImageTagging.__init__ = init
-runpy.run_module("stash_vision.server", run_name="__main__", alter_sys=True)
-"""
-_LAUNCHER = """
-import json, os, sys
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-from stash_vision import cli
-from stash_vision.embedded import runtime_repository, supervisor
-
-overrides = json.loads(os.environ["STASH_VISION_BENCH_TAGGING_OVERRIDES"])
-anchor = "options.inter_op_num_threads = 1\\n"
-assemble = runtime_repository.assemble
-
-def assemble_and_override(entries, models_dir, out, mode, ort_threads=1):
-    result = assemble(entries, models_dir, out, mode, ort_threads)
-    for entry in entries:
-        folder = result / entry.name
-        config_path = folder / "config.pbtxt"
-        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
-        if overrides.get("max_batch") is not None:
-            config.max_batch_size = int(overrides["max_batch"])
-        config_path.write_text(text_format.MessageToString(config))
-        if overrides.get("ort_arena") is not None:
-            runner = next(folder.glob("*/model.py"))
-            source = runner.read_text()
-            if anchor not in source:
-                raise RuntimeError(f"cannot set the ORT arena: no {anchor!r} in {runner}")
-            line = f"options.enable_cpu_mem_arena = {bool(overrides['ort_arena'])}\\n"
-            runner.write_text(source.replace(anchor, anchor + "        " + line, 1))
-    return result
-
-class ShimmedChild(supervisor.Child):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.name == "server" and self.argv[1:] == ["-m", "stash_vision.server"]:
-            self.argv = [sys.executable, "-c", os.environ["STASH_VISION_BENCH_TAGGING_SERVER_SHIM"]]
-
-runtime_repository.assemble = assemble_and_override
-supervisor.Child = ShimmedChild
-raise SystemExit(cli.main(["serve"]))
-"""
-
-
-def start_with_overrides(work_dir: Path, mirror: Path, overrides: dict[str, Any]) -> Stack:
-    """tests.stack.start_stack with the launcher above instead of `stash-vision serve`."""
-    data_dir = work_dir / "data"
-    ports = free_ports(5)
-    env = stack_env(data_dir, mirror, ports, [MODEL]) | {
-        _OVERRIDES_ENV: json.dumps(overrides),
-        "STASH_VISION_BENCH_TAGGING_SERVER_SHIM": _SERVER_SHIM,
-    }
-    fetched = cli(env, "models", "fetch", "--mirror-only")
-    if fetched.returncode != 0:
-        raise RuntimeError(f"models fetch failed:\n{fetched.stdout}\n{fetched.stderr}")
-    log_path = work_dir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    http, grpc_port, server_metrics, triton_grpc, triton_metrics = ports
-    stack = Stack(
-        process=process,
-        env=env,
-        data_dir=data_dir,
-        log_path=log_path,
-        http_port=http,
-        grpc_port=grpc_port,
-        server_metrics_port=server_metrics,
-        triton_grpc_port=triton_grpc,
-        triton_metrics_port=triton_metrics,
-        models=[MODEL],
-    )
-    wait_ready(stack)
-    return stack
-
-
 @dataclass
 class Level:
     concurrency: int
@@ -609,70 +255,32 @@ async def bench_stack(stack: Stack, paths: list[Path], levels: list[int]) -> lis
         # Warm-up: connections, the server's pool threads, ORT's first batched runs.
         await post_all(client, url, names[: BATCH * 2], 1)
         for concurrency in levels:
-            procs = process_tree(stack.process.pid)
-            idle_rss = {proc.key: _memory_kib(proc.pid).get("VmRSS", 0) for proc in procs}
-            before = snapshot(stack, procs)
-            window = CpuWindow()
-            with MemorySampler(stack.process.pid) as sampler:
-                started = time.perf_counter()
+            idle_rss = memory_mib(stack.process.pid)
+            with measure(stack, MODEL) as phase:
                 latencies = await post_all(client, url, names, concurrency)
-                seconds = time.perf_counter() - started
-            after = snapshot(stack, process_tree(stack.process.pid))
-            detail = explain(before, after)
+            seconds, detail = phase.seconds, phase.detail
             stack_cpu_s = detail.pop("stack_cpu_seconds")
-            cpu = window.close(stack_cpu_s)
+            cpu = {key: detail.pop(key) for key in ("bench_process_cores", "foreign_cores")}
             # Robust to outside load on a shared machine: images per CPU-second the stack used.
             detail["images_per_stack_cpu_second"] = len(names) * concurrency / stack_cpu_s
+            assert phase.sampler is not None
             memory = {
-                "rss_before_mib_by_process": {k: round(v / 1024, 1) for k, v in sorted(idle_rss.items())},
-                "rss_before_sum_gib": round(sum(idle_rss.values()) / 2**20, 3),
-                "peak_rss_mib_by_process": {
-                    k: round(v / 1024, 1) for k, v in sorted(sampler.peak_rss_kib.items())
-                },
-                "peak_rss_anon_mib_by_process": {
-                    k: round(v / 1024, 1) for k, v in sorted(sampler.peak_anon_kib.items())
-                },
-                "peak_rss_shmem_mib_by_process": {
-                    k: round(v / 1024, 1) for k, v in sorted(sampler.peak_shmem_kib.items())
-                },
-                "peak_sum_rss_gib": round(sampler.peak_sum_rss_kib / 2**20, 3),
-                "peak_sum_pss_gib": round(sampler.peak_sum_pss_kib / 2**20, 3),
-                "samples": sampler.samples,
+                "rss_before_mib_by_process": idle_rss,
+                "rss_before_sum_gib": round(sum(idle_rss.values()) / KIB_PER_MIB, 3),
+                **phase.sampler.summary("GiB"),
             }
             level = Level(concurrency, len(names) * concurrency, seconds, latencies, detail, memory, cpu)
             out.append(level)
             print(
                 f"  {concurrency} x {len(names)}: {level.images_per_s:.2f} img/s in {seconds:.1f} s, "
-                f"avg Triton batch {_fmt(detail['avg_triton_batch'], '.2f')}, peak RSS sum "
+                f"avg Triton batch {fmt(detail['avg_triton_batch'], '.2f')}, peak RSS sum "
                 f"{memory['peak_sum_rss_gib']:.2f} GiB, foreign load {cpu['foreign_cores']:.2f} cores",
                 flush=True,
             )
     return out
 
 
-def lifetime_peaks(root: int) -> dict[str, float]:
-    """VmHWM (the kernel's own peak RSS since each process started, startup included)."""
-    peaks: dict[str, float] = {}
-    for proc in process_tree(root):
-        hwm = _status_kib(proc.pid, "VmHWM:")
-        if hwm is not None:
-            peaks[proc.key] = round(hwm / 1024, 1)
-    return peaks
-
-
 # -- report -----------------------------------------------------------------------------------------
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
-
-
 def report(
     levels: list[Level],
     ort_run: InProcess | None,
@@ -704,8 +312,8 @@ def report(
         original: str = "-",
     ) -> None:
         print(
-            f"{what:<46} {rate:>6.2f} {_fmt(ratio, '.2f'):>8} {_fmt(vs_ort, '.2f'):>9} "
-            f"{_fmt(batch, '.1f'):>5} {_fmt(rss_gib, '.2f'):>8} {_fmt(foreign, '.2f'):>7} {original:>10}"
+            f"{what:<46} {rate:>6.2f} {fmt(ratio, '.2f'):>8} {fmt(vs_ort, '.2f'):>9} "
+            f"{fmt(batch, '.1f'):>5} {fmt(rss_gib, '.2f'):>8} {fmt(foreign, '.2f'):>7} {original:>10}"
         )
 
     originals = {1: "9.6", 4: "10.3-11.0"}
@@ -722,7 +330,7 @@ def report(
                 "ratio_vs_inprocess": None if ratio is None else round(ratio, 3),
                 "ratio_vs_ort_only": None if vs_ort is None else round(vs_ort, 3),
                 "request_seconds": [round(s, 1) for s in level.latencies_s],
-                "detail": _rounded(level.detail),
+                "detail": rounded(level.detail),
                 "memory": level.memory,
                 "cpu": level.cpu,
             }
@@ -770,9 +378,7 @@ def report(
     print()
     for level in levels:
         d, m = level.detail, level.memory
-        stages = ", ".join(f"{k} {_fmt(v)}" for k, v in d["server_stage_ms"].items())
-        batches = " ".join(f"{k}:{v}" for k, v in d["batch_size_histogram"].items())
-        cpu = ", ".join(f"{k} {v:.2f}" for k, v in d["stack_cpu_cores_by_role"].items() if v >= 0.005)
+        stages, batches, cpu = describe_level(d)
         rss = ", ".join(
             f"{k} {v:.0f} (anon {m['peak_rss_anon_mib_by_process'].get(k, 0):.0f}, "
             f"shm {m['peak_rss_shmem_mib_by_process'].get(k, 0):.0f})"
@@ -780,7 +386,7 @@ def report(
         )
         print(
             f"{level.concurrency} x {level.images // level.concurrency}: avg Triton batch "
-            f"{_fmt(d['avg_triton_batch'], '.2f')} [{batches}], batch exec {_fmt(d['batch_exec_ms'])} ms, "
+            f"{fmt(d['avg_triton_batch'], '.2f')} [{batches}], batch exec {fmt(d['batch_exec_ms'])} ms, "
             f"ORT instance busy {d['ort_instance_busy']:.0%}, Triton queue "
             f"{d['triton_ms_per_request']['queue']:.0f} ms/image\n"
             f"      server stage ms/image [{stages}]\n"
@@ -829,62 +435,16 @@ def report(
     }
 
 
-def _git_commit() -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        )
-        if result.returncode == 0:
-            return result.stdout.strip()
-    return None
-
-
-def _machine() -> dict[str, Any]:
-    return machine(onnxruntime=ort.__version__)
-
-
 # -- main -------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
+    """The options, and the knobs in effect for the stack (set in this process's environment)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_tagging", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--images", type=int, default=320, help="paths per request (the plugin sends 320)")
     parser.add_argument("--concurrency", default="1,4", help="comma-separated numbers of requests in flight")
-    parser.add_argument(
-        "--ort-threads", type=int, default=None, help="STASH_VISION_ORT_THREADS for the stack"
-    )
-    parser.add_argument(
-        "--decode-threads", type=int, default=None, help="STASH_VISION_DECODE_THREADS for the stack"
-    )
-    parser.add_argument(
-        "--max-batch", type=int, default=None, help="what-if: the model's max_batch_size in Triton (16)"
-    )
-    parser.add_argument(
-        "--ort-arena",
-        type=int,
-        choices=(0, 1),
-        default=None,
-        help="what-if: enable_cpu_mem_arena in the ORT runner (1 is ORT's own default)",
-    )
-    parser.add_argument(
-        "--per-request-in-flight",
-        type=int,
-        default=None,
-        help="what-if: images of one request in flight in the server (ImageTagging default 8)",
-    )
-    parser.add_argument(
-        "--global-in-flight",
-        type=int,
-        default=None,
-        help="what-if: images in flight in the server over all requests (ImageTagging default 32)",
-    )
-    parser.add_argument(
-        "--stack-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="what-if: extra environment for every process of the stack (e.g. MALLOC_ARENA_MAX=2)",
-    )
+    add_stack_options(parser, ("ort_threads", "decode_threads"))
+    add_what_if_options(parser, ("max_batch", "ort_arena", "per_request_in_flight", "global_in_flight"))
     parser.add_argument("--no-inprocess", action="store_true", help="skip both in-process baselines")
     parser.add_argument("--no-torch", action="store_true", help="skip the TorchScript baseline")
     parser.add_argument(
@@ -899,163 +459,124 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="the stand-in's YAML (default: <shared>/models/skier233-standin/vivid_galaxy_standin.yaml)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory and logs")
     args = parser.parse_args(argv)
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.levels or min(args.levels) < 1 or args.images < 1:
         parser.error("--concurrency needs positive integers, --images a positive count")
-    if any("=" not in item for item in args.stack_env):
-        parser.error("--stack-env takes KEY=VALUE")
-    args.extra_env = dict(item.split("=", 1) for item in args.stack_env)
-    return args
+    return args, apply_stack_options(parser, args)
+
+
+def inprocess_baselines(
+    args: argparse.Namespace, onnx_path: Path, pt_path: Path, entry: CatalogEntry, paths: list[Path]
+) -> tuple[InProcess, InProcess | None, InProcess | None, float | None]:
+    """The end-to-end ORT run, then ORT and TorchScript alternately (unless --no-torch)."""
+    cores = os.cpu_count() or 1
+    print(f"in-process ORT on {len(paths)} paths (batch {BATCH}, {cores} threads)", flush=True)
+    first, tensors = run_ort(onnx_path, entry, paths, cores)
+    print(
+        f"  {first.images_per_s:.2f} img/s end to end ({first.infer_images_per_s:.2f} in ORT), "
+        f"foreign load {first.cpu['foreign_cores']:.2f} cores",
+        flush=True,
+    )
+    if args.no_torch:
+        return first, None, None, None
+    torch_paths = paths[: args.torch_images] if args.torch_images else paths
+    print(
+        f"in-process ORT and TorchScript alternately on the same {len(torch_paths)} tensors ({cores} threads)",
+        flush=True,
+    )
+    ort_only, torch_run, torch_diff = run_ort_vs_torch(onnx_path, pt_path, torch_paths, tensors, cores)
+    print(
+        f"  ORT {ort_only.infer_images_per_s:.2f} img/s, TorchScript {torch_run.infer_images_per_s:.2f} img/s",
+        flush=True,
+    )
+    return first, ort_only, torch_run, torch_diff
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    overrides = {
-        k: v
-        for k, v in {
-            "max_batch": args.max_batch,
-            "ort_arena": args.ort_arena,
-            "per_request_in_flight": args.per_request_in_flight,
-            "global_in_flight": args.global_in_flight,
-        }.items()
-        if v is not None
-    }
+    args, knobs = parse_args(argv)
+    overrides = what_if(args)
     shared = shared_dir()
     package = args.package or shared / "models" / "skier233-standin" / f"{MODEL}.yaml"
     paths, distinct = image_paths(shared, args.images)
     cores = os.cpu_count() or 1
-
-    # The stack's environment comes from ours (tests/stack.py): keep only the knobs under test.
-    for key in [k for k in os.environ if k.startswith("STASH_VISION_") and k not in _KNOBS]:
-        if key != "STASH_VISION_SHARED_DIR":
-            del os.environ[key]
-    if args.ort_threads is not None:
-        os.environ["STASH_VISION_ORT_THREADS"] = str(args.ort_threads)
-    if args.decode_threads is not None:
-        os.environ["STASH_VISION_DECODE_THREADS"] = str(args.decode_threads)
-    # tests.stack copies this process's environment into the stack's (set after start-up, so
-    # it does not change this process's own allocator).
-    os.environ.update(args.extra_env)
-    knobs = {k: os.environ[k] for k in _KNOBS if k in os.environ} | args.extra_env
     # What the stack will use (its defaults change between commits).
     settings = Settings()
     effective = {
         "ort_threads": settings.effective_ort_threads,
         "decode_threads": settings.effective_decode_threads,
-        "per_request_in_flight": overrides.get("per_request_in_flight", "default"),
-        "global_in_flight": overrides.get("global_in_flight", "default"),
-        "max_batch": overrides.get("max_batch", "default"),
+        **{
+            k: overrides.get(k, "default") for k in ("per_request_in_flight", "global_in_flight", "max_batch")
+        },
     }
 
-    work_dir = Path(tempfile.mkdtemp(prefix="stash-vision-bench-tagging-"))
-    data_dir = work_dir / "data"
     started = time.monotonic()
     stack: Stack | None = None
-    try:
-        background = background_cores()
-        print(f"background load before the run: {background:.2f} of {cores} cores", flush=True)
-        print(f"importing {package} into {data_dir}", flush=True)
-        entry = import_skier233(package, data_dir / "model_repository", data_dir / "models")
-        onnx_path = entry.weights_path(data_dir / "models")
-        pt_path = package.with_name(f"{MODEL}.pt")
-        print(
-            f"  {entry.name}: {entry.input.width}x{entry.input.height}, {entry.input.interpolation}",
-            flush=True,
-        )
-
-        ort_runs: list[InProcess] = []
-        ort_only = torch_run = None
-        torch_diff = None
-        if not args.no_inprocess:
-            print(f"in-process ORT on {len(paths)} paths (batch {BATCH}, {cores} threads)", flush=True)
-            first, tensors = run_ort(onnx_path, entry, paths, cores)
-            ort_runs.append(first)
+    with work_dir("stash-vision-bench-tagging-", args.keep) as work:
+        data_dir = work / "data"
+        try:
+            background = outside_cores()
+            print(f"background load before the run: {background:.2f} of {cores} cores", flush=True)
+            print(f"importing {package} into {data_dir}", flush=True)
+            entry = import_skier233(package, data_dir / "model_repository", data_dir / "models")
+            onnx_path = entry.weights_path(data_dir / "models")
             print(
-                f"  {first.images_per_s:.2f} img/s end to end ({first.infer_images_per_s:.2f} in ORT), "
-                f"foreign load {first.cpu['foreign_cores']:.2f} cores",
+                f"  {entry.name}: {entry.input.width}x{entry.input.height}, {entry.input.interpolation}",
                 flush=True,
             )
-            if not args.no_torch:
-                torch_paths = paths[: args.torch_images] if args.torch_images else paths
-                print(
-                    f"in-process ORT and TorchScript alternately on the same {len(torch_paths)} tensors "
-                    f"({cores} threads)",
-                    flush=True,
+            ort_runs: list[InProcess] = []
+            ort_only = torch_run = None
+            torch_diff = None
+            if not args.no_inprocess:
+                pt_path = package.with_name(f"{MODEL}.pt")
+                first, ort_only, torch_run, torch_diff = inprocess_baselines(
+                    args, onnx_path, pt_path, entry, paths
                 )
-                ort_only, torch_run, torch_diff = run_ort_vs_torch(
-                    onnx_path, pt_path, torch_paths, tensors, cores
-                )
-                print(
-                    f"  ORT {ort_only.infer_images_per_s:.2f} img/s, TorchScript "
-                    f"{torch_run.infer_images_per_s:.2f} img/s",
-                    flush=True,
-                )
-            del tensors
+                ort_runs.append(first)
 
-        print(
-            f"starting stash-vision serve with {MODEL} only ({effective}, knobs {knobs or 'defaults'}, "
-            f"overrides {overrides or 'none'})",
-            flush=True,
-        )
-        if overrides:
-            stack = start_with_overrides(work_dir, shared / "models", overrides)
-        else:
-            stack = start_stack(work_dir, shared / "models", [MODEL])
-        print(f"  ready after {time.monotonic() - started:.0f} s since the start", flush=True)
-        levels = asyncio.run(bench_stack(stack, paths, args.levels))
-        peaks = lifetime_peaks(stack.process.pid)
-        stack.stop()
-
-        if ort_runs and ort_runs[0].cpu["foreign_cores"] >= BASELINE_RETRY_FOREIGN_CORES:
-            # Outside load slowed the first baseline: measure it again now the stack is down, and
-            # keep the faster of the two.
-            print("in-process ORT again (the first run shared the machine)", flush=True)
-            again, _ = run_ort(onnx_path, entry, paths, cores)
-            ort_runs.append(again)
             print(
-                f"  {again.images_per_s:.2f} img/s end to end, foreign load {again.cpu['foreign_cores']:.2f}",
+                f"starting stash-vision serve with {MODEL} only ({effective}, knobs {knobs or 'defaults'}, "
+                f"overrides {overrides or 'none'})",
                 flush=True,
             )
-        best = max(ort_runs, key=lambda run: run.images_per_s) if ort_runs else None
-        result = report(levels, best, ort_only, torch_run, torch_diff)
-        result |= {
-            "inprocess_ort_runs": [run.as_json() for run in ort_runs],
-            "model": MODEL,
-            "paths_per_request": len(paths),
-            "distinct_images": distinct,
-            "knobs": knobs,
-            "effective": effective,
-            "overrides": overrides,
-            "git_commit": _git_commit(),
-            "background_cores_before": background,
-            "lifetime_peak_rss_mib_by_process": peaks,
-            "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": _machine(),
-            "command": " ".join(["python", "-m", "bench.bench_tagging", *argv]),
-            "wall_s": round(time.monotonic() - started, 1),
-        }
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"tagging-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out.relative_to(REPO)} ({result['wall_s']:.0f} s in all)")
-        return 0
-    except (RuntimeError, OSError, httpx.HTTPError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        if stack is not None:
-            print(stack.log()[-4000:], file=sys.stderr)
-        return 1
-    finally:
-        if stack is not None:
-            code = stack.stop()
-            if code not in (0, None):
-                print(f"warning: stash-vision serve exited with {code}", file=sys.stderr)
-        if args.keep:
-            print(f"kept {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            stack = start_stack(work, shared / "models", MODEL, overrides)
+            print(f"  ready after {time.monotonic() - started:.0f} s since the start", flush=True)
+            levels = asyncio.run(bench_stack(stack, paths, args.levels))
+            peaks = memory_mib(stack.process.pid, "VmHWM")
+            stack.stop()
+
+            if ort_runs and ort_runs[0].cpu["foreign_cores"] >= BASELINE_RETRY_FOREIGN_CORES:
+                # Outside load slowed the first baseline: measure it again now the stack is down,
+                # and keep the faster of the two.
+                print("in-process ORT again (the first run shared the machine)", flush=True)
+                again, _ = run_ort(onnx_path, entry, paths, cores)
+                ort_runs.append(again)
+                print(
+                    f"  {again.images_per_s:.2f} img/s end to end, foreign load {again.cpu['foreign_cores']:.2f}",
+                    flush=True,
+                )
+            best = max(ort_runs, key=lambda run: run.images_per_s) if ort_runs else None
+            result = report(levels, best, ort_only, torch_run, torch_diff)
+            result |= {
+                "inprocess_ort_runs": [run.as_json() for run in ort_runs],
+                "model": MODEL,
+                "paths_per_request": len(paths),
+                "distinct_images": distinct,
+                "knobs": knobs,
+                "effective": effective,
+                "overrides": overrides,
+                "background_cores_before": background,
+                "lifetime_peak_rss_mib_by_process": peaks,
+                **run_fields("bench.bench_tagging", argv, started, onnxruntime=ort.__version__),
+            }
+            out = write_result("tagging-", result)
+            print(f"wrote {out} ({result['wall_s']:.0f} s in all)")
+            return 0
+        except (RuntimeError, OSError, httpx.HTTPError) as error:
+            return failed(error, stack)
+        finally:
+            stop_stack(stack)
 
 
 if __name__ == "__main__":

@@ -38,44 +38,52 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import av
-import httpx
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from bench.common import Samples, batch_stats, machine, metric, scrape
+from bench.in_process import ort_session
+from bench.toolkit.http import httpx
+from bench.toolkit.machine import REPO
+from bench.toolkit.metrics import describe_level
+from bench.toolkit.phase import measure
+from bench.toolkit.procs import CpuWindow, memory_mib
+from bench.toolkit.quiet import Quiet
+from bench.toolkit.results import fmt, rounded, run_fields, shared_dir, verdict, write_result
+from bench.toolkit.stack import (
+    add_stack_options,
+    add_what_if_options,
+    apply_stack_options,
+    failed,
+    start_stack,
+    stop_stack,
+    what_if,
+    work_dir,
+)
 from stash_vision.catalog.entries import InputContract
 from stash_vision.catalog.importers import import_skier233
 from stash_vision.server.media import video
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.settings import Settings
-from tests.stack import Stack, cli, free_ports, stack_env, start_stack, wait_ready
+from tests.stack import Stack
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 CACHE_DIR = Path("/tmp/stash-vision-bench-video")
 MODEL = "vivid_galaxy_standin"
 FRAME_INTERVAL = 2.0
 THRESHOLD = 0.3
 BATCH = 8
-SAMPLE_INTERVAL_S = 0.2
-_PSS_EVERY = 5  # samples
-KIB_PER_MIB = 1024
+# Pss every 5 samples (1 s): reading it costs the stack's processes CPU.
+_PSS_EVERY = 5
 
 # Targets (docs/benchmarks-video.md).
 TARGET_RATIO = 0.7
@@ -118,22 +126,8 @@ _X264_OPTIONS = {
     ),
 }
 
-# Processes of other benchmarks (command line or working directory), whose load would skew ours.
-_OTHER_BENCHMARKS = ("bench.bench_tagging", "bench.bench_stack", "/tmp/vbench", "stash-vision-bench-")
-_OTHER_BENCHMARK_DIRS = ("/tmp/vbench",)
-_POLL_S = 20.0
-_MAX_WAIT_S = 15 * 60.0
-# Besides other benchmarks, outside load above this many cores delays a phase, for a shorter while.
-_MAX_LOAD_WAIT_S = 3 * 60.0
-_LOAD_PROBE_S = 3.0
 NOISY_CORES = 0.2
 
-# --no-wait (smoke tests only): measure at once, whatever else runs.
-NO_WAIT = False
-# Seconds spent waiting for a quiet machine, per wait (excluded from the run's active time).
-WAITS: list[float] = []
-
-_KNOBS = ("STASH_VISION_ORT_THREADS", "STASH_VISION_DECODE_THREADS", "STASH_VISION_VIDEO_DECODERS")
 _REQUEST_TIMEOUT_S = 3600.0
 _GENERATE = "_generate"
 
@@ -233,351 +227,11 @@ def describe(path: Path) -> dict[str, Any]:
     }
 
 
-# -- processes, CPU and memory ----------------------------------------------------------------------
-def system_busy_s() -> float:
-    """CPU seconds all cores spent not idle since boot (first line of /proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _role(pid: int, root: int, cmdline: str) -> str:
-    if pid == root:
-        return "supervisor"
-    if "triton_python_backend_stub" in cmdline:
-        return "ort_stub"  # the Python-backend process running ONNX Runtime
-    if "tritonserver" in cmdline:
-        return "tritonserver"
-    if "stash_vision.server" in cmdline:
-        return "grpc_server"  # decoding, preprocessing, the Triton client
-    if "stash_vision.adapter" in cmdline:
-        return "adapter"
-    if "bench.bench_video" in cmdline:
-        return "bench"
-    return "other"
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    role: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.role}[{self.pid}]"
-
-
-def _all_processes() -> tuple[dict[int, int], dict[int, str]]:
-    parents: dict[int, int] = {}
-    cmdlines: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = (entry / "stat").read_text()
-            pid = int(entry.name)
-            parents[pid] = int(raw[raw.rindex(")") + 2 :].split()[1])
-            cmdlines[pid] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return parents, cmdlines
-
-
-def process_tree(root: int) -> list[Proc]:
-    """`root` and every descendant, found by walking /proc."""
-    parents, cmdlines = _all_processes()
-    tree = {root} if root in parents else set()
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return [Proc(pid, _role(pid, root, cmdlines.get(pid, ""))) for pid in sorted(tree)]
-
-
-def cpu_seconds(procs: list[Proc]) -> dict[str, float]:
-    """utime + stime (all threads) per process."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for proc in procs:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(f"/proc/{proc.pid}/stat").read_text()
-            rest = raw[raw.rindex(")") + 2 :].split()
-            out[proc.key] = (int(rest[11]) + int(rest[12])) / ticks
-    return out
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this benchmark's whole process tree (this process and the stack)."""
-    return sum(cpu_seconds(process_tree(os.getpid())).values())
-
-
-class CpuWindow:
-    """CPU used by our process tree and by everything else over one phase."""
-
-    def __init__(self) -> None:
-        self.process_cpu = time.process_time()
-        self.own_before = own_cpu_s()
-        self.busy_before = system_busy_s()
-        self.started = time.perf_counter()
-
-    def close(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.started
-        own = (own_cpu_s() - self.own_before) / wall
-        busy = (system_busy_s() - self.busy_before) / wall
-        # Whatever else ran on the machine meanwhile (other jobs): it depresses every figure.
-        return {"our_cores": round(own, 3), "outside_cores": round(max(busy - own, 0.0), 3)}
-
-
-def outside_cores(seconds: float = _LOAD_PROBE_S) -> float:
-    window = CpuWindow()
-    time.sleep(seconds)
-    return window.close()["outside_cores"]
-
-
-def other_benchmarks() -> list[str]:
-    """Command lines of other benchmarks running now. Our own tree is excluded, and so are our
-    ancestors (the shell that started us may name our log file or cache folder)."""
-    parents, cmdlines = _all_processes()
-    ours = {proc.pid for proc in process_tree(os.getpid())}
-    ancestor = parents.get(os.getpid(), 0)
-    while ancestor > 1 and ancestor not in ours:
-        ours.add(ancestor)
-        ancestor = parents.get(ancestor, 0)
-    found = []
-    for pid, cmdline in cmdlines.items():
-        if pid in ours or not cmdline:
-            continue
-        cwd = ""
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        # A helper script run from its own folder (`python bench.py` in /tmp/vbench) counts too.
-        in_dir = "python" in cmdline and cwd in _OTHER_BENCHMARK_DIRS
-        if in_dir or any(pattern in cmdline for pattern in _OTHER_BENCHMARKS):
-            found.append(f"{pid}: {cmdline[:120]}")
-    return found
-
-
-def wait_for_quiet(label: str, max_outside_cores: float) -> dict[str, Any]:
-    """Polls every 20 s until no other benchmark runs (up to 15 minutes) and the outside load is
-    below `max_outside_cores` (up to 3 minutes of that); then goes on regardless, and says so."""
-    if NO_WAIT:
-        return {
-            "waited_s": 0.0,
-            "gave_up": True,
-            "outside_cores_before": outside_cores(1.0),
-            "others_seen": [],
-        }
-    started = time.monotonic()
-    seen: list[str] = []
-    loaded_since: float | None = None  # since when only outside load (no benchmark) held us up
-    gave_up = False
-    load: float | None = None
-    while True:
-        others = other_benchmarks()
-        seen += [line for line in others if line not in seen]
-        if others:
-            loaded_since, load = None, None
-            why = f"{len(others)} other benchmark process(es)"
-        else:
-            load = outside_cores()
-            if load <= max_outside_cores:
-                break
-            loaded_since = loaded_since or time.monotonic()
-            why = f"outside load {load:.2f} cores"
-        now = time.monotonic()
-        if now - started >= _MAX_WAIT_S or (
-            loaded_since is not None and now - loaded_since >= _MAX_LOAD_WAIT_S
-        ):
-            gave_up = True
-            break
-        print(f"  [{label}] waiting: {why} ({now - started:.0f} s so far)", flush=True)
-        time.sleep(_POLL_S)
-    waited = round(time.monotonic() - started, 1)
-    WAITS.append(waited)
-    if gave_up:
-        print(f"  [{label}] machine not quiet after {waited:.0f} s: measuring anyway", flush=True)
-    return {"waited_s": waited, "gave_up": gave_up, "outside_cores_before": load, "others_seen": seen[:10]}
-
-
-def _memory_kib(pid: int) -> dict[str, int]:
-    """The Vm*/Rss* lines of /proc/<pid>/status, in KiB (empty when the process is gone)."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("Vm", "Rss")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    return out
-
-
-def _pss_kib(pid: int) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return None
-
-
-class MemorySampler:
-    """Samples VmRSS of every process of the stack every 0.2 s in a thread, and Pss every 1 s.
-    The sum of RSS counts shared pages (libraries, Triton's shared-memory tensors) once per
-    process mapping them; the sum of Pss splits them. Keeps the peak per process and the total
-    over time. Reading smaps_rollup (Pss) costs about 10 ms of CPU per Triton process: every
-    0.2 s that would take 0.1 core from the stack under test."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.peak_rss_kib: dict[str, int] = {}
-        self.peak_anon_kib: dict[str, int] = {}
-        self.peak_sum_rss_kib = 0
-        self.peak_sum_pss_kib = 0
-        self.timeline: list[tuple[float, int]] = []  # (seconds since start, sum of RSS in KiB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self._started = time.perf_counter()
-
-    def __enter__(self) -> MemorySampler:
-        self._started = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        procs = process_tree(self.root)
-        refreshed = time.monotonic()
-        while True:
-            if time.monotonic() - refreshed > 2.0:  # a process may have (re)started
-                procs, refreshed = process_tree(self.root), time.monotonic()
-            total_rss = total_pss = 0
-            with_pss = len(self.timeline) % _PSS_EVERY == 0
-            for proc in procs:
-                memory = _memory_kib(proc.pid)
-                if "VmRSS" not in memory:
-                    continue
-                total_rss += memory["VmRSS"]
-                if with_pss:
-                    total_pss += _pss_kib(proc.pid) or 0
-                self.peak_rss_kib[proc.key] = max(self.peak_rss_kib.get(proc.key, 0), memory["VmRSS"])
-                self.peak_anon_kib[proc.key] = max(
-                    self.peak_anon_kib.get(proc.key, 0), memory.get("RssAnon", 0)
-                )
-            self.peak_sum_rss_kib = max(self.peak_sum_rss_kib, total_rss)
-            self.peak_sum_pss_kib = max(self.peak_sum_pss_kib, total_pss)
-            self.timeline.append((time.perf_counter() - self._started, total_rss))
-            if self._stop.wait(SAMPLE_INTERVAL_S):
-                return
-
-    def summary(self) -> dict[str, Any]:
-        # The total at each tenth of the phase: growth with the file's length shows as a slope.
-        deciles: list[float] = []
-        if self.timeline:
-            end = self.timeline[-1][0]
-            for tenth in range(1, 11):
-                at = end * tenth / 10
-                kib = next(v for t, v in self.timeline if t >= at - 1e-9)
-                deciles.append(round(kib / KIB_PER_MIB, 1))
-        return {
-            "peak_sum_rss_mib": round(self.peak_sum_rss_kib / KIB_PER_MIB, 1),
-            "peak_sum_pss_mib": round(self.peak_sum_pss_kib / KIB_PER_MIB, 1),
-            "peak_rss_mib_by_process": {
-                k: round(v / KIB_PER_MIB, 1) for k, v in sorted(self.peak_rss_kib.items())
-            },
-            "peak_rss_anon_mib_by_process": {
-                k: round(v / KIB_PER_MIB, 1) for k, v in sorted(self.peak_anon_kib.items())
-            },
-            "sum_rss_mib_by_tenth_of_phase": deciles,
-            "samples": len(self.timeline),
-        }
-
-
-def rss_now_mib(root: int) -> dict[str, float]:
-    return {
-        proc.key: round(_memory_kib(proc.pid).get("VmRSS", 0) / KIB_PER_MIB, 1) for proc in process_tree(root)
-    }
-
-
-# -- metrics ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    triton: Samples
-    server: Samples
-    batches: dict[int, tuple[int, int]]
-    cpu: dict[str, float]
-    at: float
-
-
-def snapshot(stack: Stack) -> Snapshot:
-    return Snapshot(
-        triton=scrape(stack.triton_metrics_port),
-        server=scrape(stack.server_metrics_port),
-        batches=batch_stats(stack.triton_grpc_port, MODEL),
-        cpu=cpu_seconds(process_tree(stack.process.pid)),
-        at=time.perf_counter(),
-    )
-
-
-def explain(before: Snapshot, after: Snapshot) -> dict[str, Any]:
-    """What the stack did during one phase, from the metrics deltas."""
-
-    def triton(name: str) -> float:
-        return metric(after.triton, name, model=MODEL) - metric(before.triton, name, model=MODEL)
-
-    def server(name: str, **labels: str) -> float:
-        return metric(after.server, name, **labels) - metric(before.server, name, **labels)
-
-    wall = after.at - before.at
-    inferences, executions = triton("nv_inference_count"), triton("nv_inference_exec_count")
-    requests = triton("nv_inference_request_success") or 1.0
-    stages: dict[str, float | None] = {}
-    for stage in ("decode", "preprocess", "triton"):
-        count = server("stash_vision_stage_seconds_count", stage=stage)
-        stages[stage] = server("stash_vision_stage_seconds_sum", stage=stage) / count * 1e3 if count else None
-    histogram: dict[str, int] = {}
-    busy_ns = 0
-    for size, (count, ns) in sorted(after.batches.items()):
-        old_count, old_ns = before.batches.get(size, (0, 0))
-        if count > old_count:
-            histogram[str(size)] = count - old_count
-            busy_ns += ns - old_ns
-    by_role: dict[str, float] = {}
-    for key, seconds in after.cpu.items():
-        role = key.split("[", 1)[0]
-        by_role[role] = by_role.get(role, 0.0) + (seconds - before.cpu.get(key, 0.0)) / wall
-    handled = server("grpc_server_handling_seconds_count", grpc_method="TagVideo")
-    return {
-        "avg_triton_batch": inferences / executions if executions else None,
-        "triton_executions": int(executions),
-        "batch_size_histogram": histogram,
-        # Mean wall time of one execute() (IPC to the stub + ORT), and the share of the wall time
-        # the model instance spent executing: near 100 % means ORT is the bottleneck.
-        "batch_exec_ms": busy_ns / 1e6 / sum(histogram.values()) if histogram else None,
-        "ort_instance_busy": busy_ns / 1e9 / wall,
-        "triton_ms_per_frame": {
-            "queue": triton("nv_inference_queue_duration_us") / requests / 1e3,
-            "compute_infer": triton("nv_inference_compute_infer_duration_us") / requests / 1e3,
-            "request_total": triton("nv_inference_request_duration_us") / requests / 1e3,
-        },
-        # The video path records no per-stage histogram (only the image paths do): None there.
-        "server_stage_ms": stages,
-        "server_tagvideo_rpcs": int(handled),
-        "stack_cpu_cores_by_role": {k: round(v, 3) for k, v in sorted(by_role.items())},
-        "stack_cpu_cores": round(sum(by_role.values()), 3),
-    }
-
-
 # -- in-process baseline ----------------------------------------------------------------------------
-def ort_session(onnx_path: Path, threads: int) -> ort.InferenceSession:
-    # ORT's defaults (spinning allowed) with every core: the strongest single-session setup.
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+def _cpu(window: CpuWindow) -> dict[str, float]:
+    """Our cores (this process and the stack) and everything else's over a phase."""
+    cores = window.close()
+    return {"our_cores": round(cores.own + cores.tree, 3), "outside_cores": round(cores.outside, 3)}
 
 
 @dataclass
@@ -622,12 +276,12 @@ class InProcessRun:
 def run_inprocess(session: ort.InferenceSession, contract: InputContract, path: Path) -> InProcessRun:
     """probe + iter_samples (the server's strategy choice) + preprocess + ORT batch 8, one step
     after the other in this thread: the work of one video request, without any RPC or overlap."""
-    window = CpuWindow()
+    window = CpuWindow(os.getpid())
     started = time.perf_counter()
     info = video.probe(path)
     probed = time.perf_counter()
     decode_s = preprocess_s = infer_s = 0.0
-    cpu = {"probe": time.process_time() - window.process_cpu, "decode": 0.0, "preprocess": 0.0, "infer": 0.0}
+    cpu = {"probe": time.process_time() - window.own_before, "decode": 0.0, "preprocess": 0.0, "infer": 0.0}
     samples = 0
     pending: list[Tensor] = []
 
@@ -648,7 +302,7 @@ def run_inprocess(session: ort.InferenceSession, contract: InputContract, path: 
             if sample is None:
                 break
             tensor, _ = preprocess(sample.frame, contract)
-            pending.append(cast(Tensor, tensor))
+            pending.append(tensor)
             preprocess_s += time.perf_counter() - t1
             cpu["preprocess"] += time.process_time() - c1
             samples += 1
@@ -668,7 +322,7 @@ def run_inprocess(session: ort.InferenceSession, contract: InputContract, path: 
         infer_s=infer_s,
         strategy=str(report.strategy),
         decoded_frames=report.decoded_frames,
-        cpu=window.close(),
+        cpu=_cpu(window),
         cpu_s_by_step=cpu,
     )
 
@@ -708,7 +362,7 @@ class StackRun:
             "latencies_s": [round(v, 2) for v in self.latencies_s],
             **self.cpu,
             "quiet": self.quiet,
-            "detail": _rounded(self.detail),
+            "detail": rounded(self.detail),
             "memory": self.memory,
         }
 
@@ -744,23 +398,29 @@ async def stack_phase(
     stack: Stack, client: httpx.AsyncClient, label: str, path: Path, samples: int, concurrency: int
 ) -> StackRun:
     url = f"{stack.http}/process_video/"
-    before = snapshot(stack)
-    window = CpuWindow()
-    with MemorySampler(stack.process.pid) as sampler:
-        started = time.perf_counter()
+    with measure(stack, MODEL, pss_every=_PSS_EVERY) as phase:
         latencies = await tag_concurrently(client, url, path, concurrency)
-        seconds = time.perf_counter() - started
-    cpu = window.close()
-    after = snapshot(stack)
+    detail = phase.detail
+    detail.pop("stack_cpu_seconds")
+    cpu = {
+        "our_cores": round(detail.pop("bench_process_cores") + detail["stack_cpu_cores"], 3),
+        "outside_cores": detail.pop("foreign_cores"),
+    }
+    detail["triton_ms_per_frame"] = detail.pop("triton_ms_per_request")
+    # The video path records no per-stage histogram (only the image paths do): None there.
+    assert phase.delta is not None and phase.sampler is not None
+    detail["server_tagvideo_rpcs"] = int(
+        phase.delta.server("grpc_server_handling_seconds_count", grpc_method="TagVideo")
+    )
     return StackRun(
         label=label,
         file=path.name,
         concurrency=concurrency,
         samples=samples * concurrency,
-        seconds=seconds,
+        seconds=phase.seconds,
         latencies_s=latencies,
-        detail=explain(before, after),
-        memory=sampler.summary(),
+        detail=detail,
+        memory={**phase.sampler.summary("MiB"), "sum_rss_mib_by_tenth_of_phase": phase.sampler.tenths_mib()},
         cpu=cpu,
     )
 
@@ -788,7 +448,8 @@ async def bench(
     contract: InputContract,
     files: dict[str, Path],
     samples: dict[str, int],
-    args: argparse.Namespace,
+    repeat: int,
+    quiet: Quiet,
 ) -> Results:
     results = Results()
     timeout = httpx.Timeout(_REQUEST_TIMEOUT_S, connect=10.0)
@@ -800,10 +461,10 @@ async def bench(
 
         # Memory first: no earlier, wider phase (3 videos at once) has raised the high-water marks.
         for key, label in (("1min", "1-min 1080p"), ("10min", "10-min 1080p")):
-            quiet = wait_for_quiet(f"memory {label}", args.max_outside_cores)
-            results.memory_before_mib[key] = rss_now_mib(stack.process.pid)
+            waited = quiet.wait(f"memory {label}")
+            results.memory_before_mib[key] = memory_mib(stack.process.pid)
             run = await stack_phase(stack, client, f"memory {label}", files[key], samples[key], 1)
-            run.quiet = quiet
+            run.quiet = waited
             results.memory[key] = run
             print(
                 f"  {label}: {run.seconds:.1f} s, {run.frames_per_s:.2f} frames/s, peak RSS sum "
@@ -812,12 +473,12 @@ async def bench(
                 flush=True,
             )
 
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             for key in ("vtest", "1min"):
                 path = files[key]
-                quiet = wait_for_quiet(f"in-process {path.name}", args.max_outside_cores)
+                waited = quiet.wait(f"in-process {path.name}")
                 run_in = run_inprocess(session, contract, path)
-                run_in.quiet = quiet
+                run_in.quiet = waited
                 results.inprocess.append(run_in)
                 print(
                     f"  in-process {path.name}: {run_in.seconds:.2f} s, {run_in.frames_per_s:.2f} frames/s "
@@ -827,15 +488,15 @@ async def bench(
                     flush=True,
                 )
                 for concurrency in (1, 3):
-                    quiet = wait_for_quiet(f"stack {path.name} x{concurrency}", args.max_outside_cores)
+                    waited = quiet.wait(f"stack {path.name} x{concurrency}")
                     run = await stack_phase(stack, client, key, path, samples[key], concurrency)
-                    run.quiet = quiet
+                    run.quiet = waited
                     results.stack.append(run)
                     d = run.detail
                     print(
                         f"  stack {path.name} x{concurrency}: {run.seconds:.2f} s, {run.frames_per_s:.2f} "
                         f"frames/s, {run.seconds_per_video:.2f} s/video, avg Triton batch "
-                        f"{_fmt(d['avg_triton_batch'], '.2f')}, stack CPU {d['stack_cpu_cores']:.2f} cores, "
+                        f"{fmt(d['avg_triton_batch'], '.2f')}, stack CPU {d['stack_cpu_cores']:.2f} cores, "
                         f"outside load {run.cpu['outside_cores']:.2f}",
                         flush=True,
                     )
@@ -844,22 +505,6 @@ async def bench(
 
 
 # -- report -----------------------------------------------------------------------------------------
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
-
-
-def _verdict(value: bool | None) -> str:
-    return "n/a" if value is None else ("met" if value else "MISSED")
-
-
 def _best_stack(results: Results, key: str, concurrency: int) -> StackRun:
     runs = [r for r in results.stack if r.label == key and r.concurrency == concurrency]
     return max(runs, key=lambda r: r.frames_per_s)
@@ -929,12 +574,11 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
         )
         for concurrency in (1, 3):
             d = _best_stack(results, key, concurrency).detail
-            cpu = ", ".join(f"{k} {v:.2f}" for k, v in d["stack_cpu_cores_by_role"].items() if v >= 0.005)
-            batches = " ".join(f"{k}:{v}" for k, v in d["batch_size_histogram"].items())
+            _, batches, cpu = describe_level(d)
             q = d["triton_ms_per_frame"]
             print(
                 f"  stack x{concurrency}: CPU cores [{cpu}]; Triton batches [{batches}], execute "
-                f"{_fmt(d['batch_exec_ms'])} ms, instance busy {d['ort_instance_busy']:.0%}, queue "
+                f"{fmt(d['batch_exec_ms'])} ms, instance busy {d['ort_instance_busy']:.0%}, queue "
                 f"{q['queue']:.0f} ms/frame"
             )
     m1, m10 = results.memory["1min"], results.memory["10min"]
@@ -972,7 +616,7 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
     print(
         f"60 s 1080p, 1 request: {one.frames_per_s:.2f} frames/s = {speedup:.2f}x the original's "
         f"{ORIGINAL_FRAMES_PER_S} (target {TARGET_SPEEDUP:.0f}x): "
-        f"{_verdict(targets['speedup_ge_2x_on_60s_1080p'])}; {one.seconds_per_video:.2f} s per video "
+        f"{verdict(targets['speedup_ge_2x_on_60s_1080p'])}; {one.seconds_per_video:.2f} s per video "
         f"(original {ORIGINAL_SECONDS_PER_VIDEO} s)"
     )
     print(
@@ -980,14 +624,14 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
         f"(stack CPU {three.detail['stack_cpu_cores']:.2f} vs {one.detail['stack_cpu_cores']:.2f} cores): "
         f"{gains['1min']:+.1%} (target > +{CONCURRENCY_NOISE:.0%}, the noise; at most "
         f"{headroom['1min']:+.0%} possible with every core busy): "
-        f"{_verdict(targets['three_concurrent_beat_one_on_60s_1080p'])}; vtest.avi {gains['vtest']:+.1%} "
-        f"(at most {headroom['vtest']:+.0%}): {_verdict(targets['three_concurrent_beat_one_on_vtest'])}"
+        f"{verdict(targets['three_concurrent_beat_one_on_60s_1080p'])}; vtest.avi {gains['vtest']:+.1%} "
+        f"(at most {headroom['vtest']:+.0%}): {verdict(targets['three_concurrent_beat_one_on_vtest'])}"
     )
     print(
         f"stack / in-process >= {TARGET_RATIO} (min {min(ratios):.2f}): "
-        f"{_verdict(targets['ratio_ge_0.7_everywhere'])}; "
+        f"{verdict(targets['ratio_ge_0.7_everywhere'])}; "
         f"peak RSS difference < {TARGET_RSS_DIFFERENCE_MIB:.0f} MiB ({difference:+.0f}): "
-        f"{_verdict(targets['rss_difference_lt_100_mib'])}"
+        f"{verdict(targets['rss_difference_lt_100_mib'])}"
     )
     if results.v3_metrics:
         print(f"server's own split for one 60 s 1080p video (/v3/ metrics): {results.v3_metrics}")
@@ -1011,65 +655,9 @@ def report(results: Results, files: dict[str, Path]) -> dict[str, Any]:
     }
 
 
-def _commit() -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        )
-        return done.stdout.strip()
-    return None
-
-
-def _machine() -> dict[str, Any]:
-    return machine(onnxruntime=ort.__version__, pyav=av.__version__)
-
-
-# -- what-if: Triton model instances --------------------------------------------------------------
-# The instance count has no setting (it lives in the derived config.pbtxt): bench.bench_stack's
-# launcher edits the runtime repository that `serve` hands to Triton, nothing in the project.
-_STACK_OVERRIDES_ENV = "STASH_VISION_BENCH_OVERRIDES"
-_STACK_LAUNCHER = ["-m", "bench.bench_stack", "_serve-with-overrides"]
-
-
-def start_stack_with_instances(work_dir: Path, mirror: Path, instances: int) -> Stack:
-    """tests.stack.start_stack, with `instances` Triton model instances (each its own stub
-    process with STASH_VISION_ORT_THREADS intra-op threads)."""
-    data_dir = work_dir / "data"
-    ports = free_ports(5)
-    env = stack_env(data_dir, mirror, ports, [MODEL]) | {
-        _STACK_OVERRIDES_ENV: json.dumps({"instances": instances})
-    }
-    fetched = cli(env, "models", "fetch", "--mirror-only")
-    if fetched.returncode != 0:
-        raise RuntimeError(f"models fetch failed:\n{fetched.stdout}\n{fetched.stderr}")
-    log_path = work_dir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, *_STACK_LAUNCHER], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    http, grpc_port, server_metrics, triton_grpc, triton_metrics = ports
-    stack = Stack(
-        process=process,
-        env=env,
-        data_dir=data_dir,
-        log_path=log_path,
-        http_port=http,
-        grpc_port=grpc_port,
-        server_metrics_port=server_metrics,
-        triton_grpc_port=triton_grpc,
-        triton_metrics_port=triton_metrics,
-        models=[MODEL],
-    )
-    wait_ready(stack)
-    return stack
-
-
 # -- main -------------------------------------------------------------------------------------------
-def shared_dir() -> Path:
-    return Path(os.environ.get("STASH_VISION_SHARED_DIR") or REPO.parent / "shared")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
+    """The options, and the knobs in effect for the stack (set in this process's environment)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_video", description=(__doc__ or "").split("\n\n")[0]
     )
@@ -1082,28 +670,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.5,
         help="besides waiting for other benchmarks, wait (up to 3 min) while outside load exceeds this",
     )
-    parser.add_argument(
-        "--ort-threads", type=int, default=None, help="STASH_VISION_ORT_THREADS for the stack"
-    )
-    parser.add_argument(
-        "--decode-threads", type=int, default=None, help="STASH_VISION_DECODE_THREADS for the stack"
-    )
-    parser.add_argument(
-        "--video-decoders", type=int, default=None, help="STASH_VISION_VIDEO_DECODERS for the stack"
-    )
-    parser.add_argument(
-        "--instances",
-        type=int,
-        default=None,
-        help="what-if: Triton model instances (ORT stub processes), via bench.bench_stack's launcher",
-    )
-    parser.add_argument(
-        "--stack-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="what-if: extra environment for every process of the stack",
-    )
+    add_stack_options(parser, ("ort_threads", "decode_threads", "video_decoders"))
+    add_what_if_options(parser, ("instances",))
     parser.add_argument(
         "--package",
         type=Path,
@@ -1113,29 +681,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-wait", action="store_true", help="do not wait for a quiet machine (smoke tests only)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory and logs")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat needs a positive count")
-    if any("=" not in item for item in args.stack_env):
-        parser.error("--stack-env takes KEY=VALUE")
-    args.extra_env = dict(item.split("=", 1) for item in args.stack_env)
-    return args
+    return args, apply_stack_options(parser, args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == [_GENERATE]:
-        write_pattern_video(Path(argv[1]), int(argv[2]))
-        return 0
-    args = parse_args(argv)
-    global NO_WAIT
-    NO_WAIT = args.no_wait
-    shared = shared_dir()
-    package = args.package or shared / "models" / "skier233-standin" / f"{MODEL}.yaml"
-    cores = os.cpu_count() or 1
-
-    started = time.monotonic()
+def inputs(shared: Path) -> tuple[dict[str, Path], dict[str, float | None], dict[str, dict[str, Any]]]:
+    """The files (generated ones first generated), their generation times and descriptions."""
     generation: dict[str, float | None] = {}
     files = {
         "vtest": shared / "testdata" / "video" / "vtest.avi",
@@ -1144,7 +697,6 @@ def main(argv: list[str] | None = None) -> int:
     for key, seconds in (("1min", 60), ("10min", 600)):
         files[key], generation[key] = ensure_video(seconds)
     described = {key: describe(path) for key, path in files.items()}
-    samples = {key: int(d["samples"]) for key, d in described.items()}
     for key in ("vtest", "1min", "10min"):
         d = described[key]
         print(
@@ -1152,104 +704,85 @@ def main(argv: list[str] | None = None) -> int:
             f"{d['keyframe_interval_s']} s, B-frames {d['b_frames']}: {d['samples']} samples, {d['strategy']}",
             flush=True,
         )
-    measuring_from = time.monotonic()
+    return files, generation, described
 
-    # The stack's environment comes from ours (tests/stack.py): keep only the knobs under test.
-    for key in [k for k in os.environ if k.startswith("STASH_VISION_") and k not in _KNOBS]:
-        if key != "STASH_VISION_SHARED_DIR":
-            del os.environ[key]
-    for option, variable in (
-        ("ort_threads", "STASH_VISION_ORT_THREADS"),
-        ("decode_threads", "STASH_VISION_DECODE_THREADS"),
-        ("video_decoders", "STASH_VISION_VIDEO_DECODERS"),
-    ):
-        if getattr(args, option) is not None:
-            os.environ[variable] = str(getattr(args, option))
-    os.environ.update(args.extra_env)
-    knobs = {k: os.environ[k] for k in _KNOBS if k in os.environ} | args.extra_env
-    settings = Settings()  # what the stack will resolve from the same environment
 
-    work_dir = Path(tempfile.mkdtemp(prefix="stash-vision-video-"))
-    data_dir = work_dir / "data"
-    stack: Stack | None = None
-    try:
-        # Not measured, but the import (TorchScript -> ONNX) and the start-up load the cores: wait.
-        setup_quiet = wait_for_quiet("setup", args.max_outside_cores)
-        print(f"importing {package} into {data_dir}", flush=True)
-        t0 = time.perf_counter()
-        entry = import_skier233(package, data_dir / "model_repository", data_dir / "models")
-        import_s = time.perf_counter() - t0
-        session = ort_session(entry.weights_path(data_dir / "models"), cores)
-        warm = np.zeros((BATCH, 3, entry.input.height, entry.input.width), np.float32)
-        session.run(None, {entry.input.tensor: warm})
-        session.run(None, {entry.input.tensor: warm[:1]})
-        print(
-            f"starting stash-vision serve with {MODEL} only (knobs {knobs or 'defaults'}: ORT threads "
-            f"{settings.effective_ort_threads}, decode threads {settings.effective_decode_threads}, "
-            f"video decoders {settings.effective_video_decoders}, Triton instances {args.instances or 'default'})",
-            flush=True,
-        )
-        t0 = time.perf_counter()
-        if args.instances is None:
-            stack = start_stack(work_dir, shared / "models", [MODEL])
-        else:
-            stack = start_stack_with_instances(work_dir, shared / "models", args.instances)
-        startup_s = time.perf_counter() - t0
-        print(f"  ready after {startup_s:.0f} s", flush=True)
-        results = asyncio.run(bench(stack, session, entry.input, files, samples, args))
-        peaks = {
-            proc.key: round(_memory_kib(proc.pid).get("VmHWM", 0) / KIB_PER_MIB, 1)
-            for proc in process_tree(stack.process.pid)
-        }
-        result = report(results, files)
-        result |= {
-            "model": MODEL,
-            "frame_interval": FRAME_INTERVAL,
-            "files": described,
-            "generation_s": {k: None if v is None else round(v, 1) for k, v in generation.items()},
-            "import_s": round(import_s, 1),
-            "stack_startup_s": round(startup_s, 1),
-            "knobs": knobs,
-            "triton_instances": args.instances,
-            "no_wait": args.no_wait,
-            "setup_quiet": setup_quiet,
-            "lifetime_peak_rss_mib_by_process": peaks,
-            "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": _machine(),
-            "command": " ".join(["python", "-m", "bench.bench_video", *argv]),
-            "commit": _commit(),
-            "stack_settings": {
-                "ort_threads": settings.effective_ort_threads,
-                "decode_threads": settings.effective_decode_threads,
-                "video_decoders": settings.effective_video_decoders,
-            },
-            "wall_s_excluding_generation": round(time.monotonic() - measuring_from, 1),
-            "waited_for_quiet_s": round(sum(WAITS), 1),
-            "active_s": round(time.monotonic() - measuring_from - sum(WAITS), 1),
-            "wall_s": round(time.monotonic() - started, 1),
-        }
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"video-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(
-            f"wrote {out.relative_to(REPO)} ({result['active_s']:.0f} s of work, "
-            f"{result['waited_for_quiet_s']:.0f} s waiting for a quiet machine, generation excluded)"
-        )
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [_GENERATE]:
+        write_pattern_video(Path(argv[1]), int(argv[2]))
         return 0
-    except (RuntimeError, OSError, httpx.HTTPError, subprocess.SubprocessError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        if stack is not None:
-            print(stack.log()[-4000:], file=sys.stderr)
-        return 1
-    finally:
-        if stack is not None:
-            code = stack.stop()
-            if code not in (0, None):
-                print(f"warning: stash-vision serve exited with {code}", file=sys.stderr)
-        if args.keep:
-            print(f"kept {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    args, knobs = parse_args(argv)
+    quiet = Quiet(args.max_outside_cores, args.no_wait)
+    shared = shared_dir()
+    package = args.package or shared / "models" / "skier233-standin" / f"{MODEL}.yaml"
+    cores = os.cpu_count() or 1
+
+    started = time.monotonic()
+    files, generation, described = inputs(shared)
+    samples = {key: int(d["samples"]) for key, d in described.items()}
+    measuring_from = time.monotonic()
+    settings = Settings()  # what the stack will resolve from the same environment
+    stack: Stack | None = None
+    with work_dir("stash-vision-video-", args.keep) as work:
+        data_dir = work / "data"
+        try:
+            # Not measured, but the import (TorchScript -> ONNX) and the start-up load the cores: wait.
+            setup_quiet = quiet.wait("setup")
+            print(f"importing {package} into {data_dir}", flush=True)
+            t0 = time.perf_counter()
+            entry = import_skier233(package, data_dir / "model_repository", data_dir / "models")
+            import_s = time.perf_counter() - t0
+            session = ort_session(entry.weights_path(data_dir / "models"), cores)
+            warm = np.zeros((BATCH, 3, entry.input.height, entry.input.width), np.float32)
+            session.run(None, {entry.input.tensor: warm})
+            session.run(None, {entry.input.tensor: warm[:1]})
+            print(
+                f"starting stash-vision serve with {MODEL} only (knobs {knobs or 'defaults'}: ORT threads "
+                f"{settings.effective_ort_threads}, decode threads {settings.effective_decode_threads}, "
+                f"video decoders {settings.effective_video_decoders}, Triton instances {args.instances or 'default'})",
+                flush=True,
+            )
+            t0 = time.perf_counter()
+            stack = start_stack(work, shared / "models", MODEL, what_if(args))
+            startup_s = time.perf_counter() - t0
+            print(f"  ready after {startup_s:.0f} s", flush=True)
+            results = asyncio.run(bench(stack, session, entry.input, files, samples, args.repeat, quiet))
+            result = report(results, files)
+            result |= {
+                "model": MODEL,
+                "frame_interval": FRAME_INTERVAL,
+                "files": described,
+                "generation_s": {k: None if v is None else round(v, 1) for k, v in generation.items()},
+                "import_s": round(import_s, 1),
+                "stack_startup_s": round(startup_s, 1),
+                "knobs": knobs,
+                "triton_instances": args.instances,
+                "no_wait": args.no_wait,
+                "setup_quiet": setup_quiet,
+                "lifetime_peak_rss_mib_by_process": memory_mib(stack.process.pid, "VmHWM"),
+                "stack_settings": {
+                    "ort_threads": settings.effective_ort_threads,
+                    "decode_threads": settings.effective_decode_threads,
+                    "video_decoders": settings.effective_video_decoders,
+                },
+                "wall_s_excluding_generation": round(time.monotonic() - measuring_from, 1),
+                "waited_for_quiet_s": round(sum(quiet.waits), 1),
+                "active_s": round(time.monotonic() - measuring_from - sum(quiet.waits), 1),
+                **run_fields(
+                    "bench.bench_video", argv, started, onnxruntime=ort.__version__, pyav=av.__version__
+                ),
+            }
+            out = write_result("video-", result)
+            print(
+                f"wrote {out} ({result['active_s']:.0f} s of work, "
+                f"{result['waited_for_quiet_s']:.0f} s waiting for a quiet machine, generation excluded)"
+            )
+            return 0
+        except (RuntimeError, OSError, httpx.HTTPError, subprocess.SubprocessError) as error:
+            return failed(error, stack)
+        finally:
+            stop_stack(stack)
 
 
 if __name__ == "__main__":

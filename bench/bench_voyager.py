@@ -34,12 +34,12 @@ figures: docs/benchmarks-voyager.md."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,8 @@ import numpy as np
 import numpy.typing as npt
 import voyager
 
-from bench.common import machine
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
+from bench.toolkit.procs import CpuWindow
+from bench.toolkit.results import run_fields, write_result
 
 # Targets for picking defaults (docs/benchmarks-voyager.md).
 TARGET_RECALL = 0.95
@@ -163,34 +161,6 @@ def exact_top(vectors: Floats, queries: Floats, k: int) -> npt.NDArray[np.int64]
 
 
 # -- measurement ----------------------------------------------------------------------------------
-class OutsideLoad:
-    """CPU cores kept busy by other processes while a phase ran (/proc/stat minus this process)."""
-
-    def __init__(self) -> None:
-        self.ticks = os.sysconf("SC_CLK_TCK")
-        self._start = self._sample()
-
-    @staticmethod
-    def _busy_jiffies() -> int:
-        with open("/proc/stat") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields[:8]) - idle
-
-    def _sample(self) -> tuple[float, int, float]:
-        times = os.times()
-        return time.monotonic(), self._busy_jiffies(), times.user + times.system
-
-    def cores(self) -> float:
-        now = self._sample()
-        wall = now[0] - self._start[0]
-        if wall <= 0:
-            return 0.0
-        total = (now[1] - self._start[1]) / self.ticks
-        ours = now[2] - self._start[2]
-        return max(0.0, (total - ours) / wall)
-
-
 @dataclass
 class QueryRow:
     k: int
@@ -229,7 +199,7 @@ def measure_queries(
                 continue
             for i in range(min(WARMUP_QUERIES, len(queries))):
                 index.query(queries[i : i + 1], k=k, num_threads=1, query_ef=ef)
-            load = OutsideLoad()
+            load = CpuWindow()
             latencies = np.empty(len(queries), dtype=np.float64)
             found = np.empty((len(queries), k), dtype=np.int64)
             for i in range(len(queries)):
@@ -256,7 +226,7 @@ def measure_queries(
                     mean_ms=round(float(latencies.mean()), 3),
                     top1_same_performer=round(top1, 4),
                     own_face_recall=round(own_found / max(own_total, 1), 4),
-                    outside_cores=round(load.cores(), 2),
+                    outside_cores=round(load.close().outside, 2),
                 )
             )
             row = rows[-1]
@@ -341,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     max_elements=first,
                     storage_data_type=voyager.StorageDataType.Float32,
                 )
-                load = OutsideLoad()
+                load = CpuWindow()
                 built = time.perf_counter()
                 index.add_items(faces.vectors[:first], ids=list(range(first)), num_threads=-1)
                 build_s = time.perf_counter() - built
@@ -351,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     m,
                     args.ef_construction,
                     round(build_s, 1),
-                    round(load.cores(), 2),
+                    round(load.close().outside, 2),
                     file_mb(index, folder),
                 )
                 print(
@@ -375,7 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     del indices[m]
             previous = first
             for size in sizes[1:]:
-                load = OutsideLoad()
+                load = CpuWindow()
                 built = time.perf_counter()
                 index.add_items(faces.vectors[previous:size], ids=list(range(previous, size)), num_threads=-1)
                 total_build += time.perf_counter() - built
@@ -385,7 +355,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     grow_m,
                     args.ef_construction,
                     round(total_build, 1),
-                    round(load.cores(), 2),
+                    round(load.close().outside, 2),
                     file_mb(index, folder),
                 )
                 print(
@@ -414,16 +384,6 @@ def print_table(indices: list[dict[str, Any]]) -> None:
                 f"{q['k']:>4} {q['query_ef']:>4} {q['recall']:>7.4f} {q['p50_ms']:>7.3f} {q['p99_ms']:>7.3f}{flag}"
             )
     print(f"(* recall@{K} >= {TARGET_RECALL} and p99 < {TARGET_P99_MS} ms)")
-
-
-def _machine() -> dict[str, Any]:
-    return machine(numpy=np.__version__, voyager=_dist_version("voyager"), loadavg_at_start=os.getloadavg())
-
-
-def _dist_version(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
 
 
 def _ints(text: str) -> list[int]:
@@ -464,13 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     started = time.monotonic()
-    machine = _machine()
+    loadavg_at_start = os.getloadavg()
     measured = run(args)
     print_table(measured["indices"])
     result = {
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine,
-        "command": " ".join(["python", "-m", "bench.bench_voyager", *argv]),
         "settings": {
             "sizes": args.sizes,
             "dims": args.dims,
@@ -492,13 +449,18 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
         **measured,
-        "wall_s": round(time.monotonic() - started, 1),
+        **run_fields(
+            "bench.bench_voyager",
+            argv,
+            started,
+            numpy=np.__version__,
+            voyager=version("voyager"),
+            loadavg_at_start=loadavg_at_start,
+        ),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"voyager-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("voyager-", result)
     print(f"chosen: {measured['chosen']}")
-    print(f"wrote {out.relative_to(REPO)} ({result['wall_s']:.0f} s in all)")
+    print(f"wrote {out} ({result['wall_s']:.0f} s in all)")
     return 0
 
 

@@ -16,6 +16,20 @@ from stash_vision.server.arrays import AnyArray
 from stash_vision.server.triton_session import ModelStatus
 
 
+def ort_session(onnx_path: Path, threads: int, spinning: bool = True) -> ort.InferenceSession:
+    """One session as the embedded runner configures it (ort_runner.py), with `threads` intra-op
+    threads: with every core and ORT's default spinning, the strongest single-session setup, so
+    a baseline is not handicapped. `spinning=False`: idle threads sleep (as in the runner), so
+    they leave the cores to whatever alternates with them."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
 class OrtSession:
     def __init__(self, model_files: Mapping[str, Path], threads: int = 0) -> None:
         options = ort.SessionOptions()
