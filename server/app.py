@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from stash_vision.catalog.entries import CatalogEntry, CatalogError
 from stash_vision.catalog.serving import active_profile, served_entries
 from stash_vision.server.api.face_servicer import FaceServicer
+from stash_vision.server.api.job_servicer import add_to_server as add_job_servicer
 from stash_vision.server.api.servicers import (
     InferenceServicer,
     ModelServicer,
@@ -30,6 +31,8 @@ from stash_vision.server.faces.profile import ProfileError
 from stash_vision.server.health import SERVICES, ReadinessWatcher
 from stash_vision.server.image_source import ImageLoader
 from stash_vision.server.inference import ModelInference
+from stash_vision.server.jobs.api import Jobs
+from stash_vision.server.jobs.setup import close_jobs, job_kinds, open_jobs, open_result_cache
 from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.metrics import MetricsInterceptor
@@ -63,10 +66,13 @@ class RunningServer:
     session: InferenceSession
     pool: CpuPool
     port: int
+    jobs: Jobs
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        # Flip health first, so load balancers stop sending work, then drain.
+        # Flip health first, so load balancers stop sending work, then drain. Running jobs stop
+        # uncommitted items and stay `running` in the database: the next start resumes them.
         await self.health.enter_graceful_shutdown()
+        await close_jobs(self.jobs)
         await self.server.stop(grace_s)
         self.watcher_task.cancel()
         await self.session.close()
@@ -93,7 +99,10 @@ def build_face_identification(
         if settings.models and not set(profile.models) & set(settings.models):
             # STASH_VISION_MODELS lists none of the profile's models: a tagging-only server by
             # choice, which is information, not an error.
-            log.info("face identification off: STASH_VISION_MODELS serves none of profile %r's models", profile.name)
+            log.info(
+                "face identification off: STASH_VISION_MODELS serves none of profile %r's models",
+                profile.name,
+            )
         else:
             log.error("face identification unavailable: %s", problem)
     return FaceIdentification(
@@ -119,6 +128,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         ImageLimits(settings.max_image_pixels, settings.max_image_file_bytes),
     )
     registry = ModelRegistry(entries, session)
+    results = open_result_cache(settings)
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if settings.api_key:
         interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
@@ -144,6 +154,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         use_category_image_thresholds=settings.use_category_image_thresholds,
         max_images=settings.max_images_per_request,
         global_in_flight=settings.images_in_flight,
+        results=results,
     )
     tagging_pb2_grpc.add_TaggingServiceServicer_to_server(TaggingServicer(tagging, registry), server)
     videos = VideoTagging(
@@ -154,11 +165,13 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         max_concurrent_videos=settings.effective_video_decoders,
         global_frames_in_flight=settings.video_frames_in_flight,
         reprocess_with_more_accurate_same_model=settings.reprocess_with_more_accurate_same_model,
+        results=results,
     )
     video_tagging_pb2_grpc.add_VideoTaggingServiceServicer_to_server(VideoTaggingServicer(videos), server)
-    faces_pb2_grpc.add_FaceServiceServicer_to_server(
-        FaceServicer(build_face_identification(settings, entries, session, loader, pool)), server
-    )
+    faces = build_face_identification(settings, entries, session, loader, pool)
+    faces_pb2_grpc.add_FaceServiceServicer_to_server(FaceServicer(faces), server)
+    jobs = await open_jobs(settings, job_kinds(settings, tagging, videos, faces, loader.paths))
+    add_job_servicer(server, jobs)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -166,6 +179,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
+        await close_jobs(jobs)
         await session.close()
         pool.shutdown()
         raise BindError(f"cannot listen on {address} (STASH_VISION_GRPC_PORT): {error}") from None
@@ -174,7 +188,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     await server.start()
     task = asyncio.create_task(watcher.run(), name="readiness-watcher")
     log.info("gRPC server on %s (Triton at %s)", address, settings.triton_target)
-    return RunningServer(server, health_servicer, task, session, pool, port)
+    return RunningServer(server, health_servicer, task, session, pool, port, jobs)
 
 
 async def serve(settings: Settings) -> None:

@@ -17,6 +17,7 @@ SERVICES = (
     "stash_vision.v1.TaggingService",
     "stash_vision.v1.VideoTaggingService",
     "stash_vision.v1.FaceService",
+    "stash_vision.v1.JobService",
 )
 
 

@@ -107,6 +107,20 @@ class Settings(BaseSettings):
         default=100, description="Index rows fetched per face and embedder before fusion."
     )
 
+    jobs_auto_resume: bool = Field(
+        default=True,
+        description="Resume jobs that were running when the server stopped; off leaves them interrupted until resumed.",
+    )
+    jobs_running: int = Field(default=1, ge=1, description="Jobs run at once; more wait queued.")
+    job_items_in_flight: int = Field(
+        default=4, ge=1, description="Items of one job worked on at once (they share Triton batches)."
+    )
+    result_store_max_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="Size of the result store in jobs.db (answers reused for unchanged files); 0 turns it off.",
+    )
+
     library_roots: list[Path] = Field(
         default_factory=list,
         description="Server-side paths must lie under one of these; empty allows any absolute path.",
@@ -122,6 +136,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def jobs_db(self) -> Path:
+        """Jobs, their items and events, and the result store (SQLite, WAL)."""
+        return self.data_dir / "jobs.db"
 
     @property
     def user_repository(self) -> Path:
@@ -149,7 +168,12 @@ class Settings(BaseSettings):
 
     @property
     def server_target(self) -> str:
-        return self.server_url or f"{self._loopback_host}:{self.grpc_port}"
+        return self.server_url or self.own_grpc_target
+
+    @property
+    def own_grpc_target(self) -> str:
+        """This machine's gRPC server, whatever STASH_VISION_SERVER_URL says (the server calling itself)."""
+        return f"{self._loopback_host}:{self.grpc_port}"
 
     @property
     def triton_target(self) -> str:

@@ -13,19 +13,23 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from stash_vision.catalog.entries import InputContract
 from stash_vision.server.arrays import FloatTensor
 from stash_vision.server.errors import InvalidInput, StashVisionError, TooLarge
-from stash_vision.server.image_source import ImageLoader, ImageRef
+from stash_vision.server.image_source import ImageLoader, ImagePath, ImageRef
 from stash_vision.server.metrics import IMAGES_DECODED, STAGE_SECONDS
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.server.priority import PrioritySemaphore
+from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.tagging.taggers.base import Scores, Tagger
 from stash_vision.server.triton_session import InferenceSession
 from stash_vision.server.workers import CpuPool
+
+_STORED_KIND = "image-scores"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class TagHit:
 class ImageOutcome:
     categories: dict[str, list[TagHit]] = field(default_factory=dict)
     error: str | None = None
+    error_kind: str = ""  # the error's class name (MediaNotFound, TooLarge, ...), for job summaries
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class ImageTagging:
         # Measured (docs/benchmarks-tagging.md): 32 images in flight let Triton form batches of 16
         # at 512x512 and tripled peak memory for no throughput; 8 keeps 4x320 under 1.3 GiB.
         global_in_flight: int = 8,
+        results: ResultCache | None = None,
     ) -> None:
         self.taggers = taggers
         self.session = session
@@ -83,6 +89,7 @@ class ImageTagging:
         self.per_request_in_flight = per_request_in_flight
         # Interactive requests are admitted ahead of job items (server/priority.py).
         self._global_slots = PrioritySemaphore(global_in_flight)
+        self.results = results or ResultCache(None)
 
     def active(self, skip: frozenset[str]) -> list[Tagger]:
         return [t for t in self.taggers if any(c not in skip for c in t.categories)]
@@ -98,25 +105,37 @@ class ImageTagging:
         taggers = self.active(options.skip_categories)
         if not taggers:
             raise InvalidInput("no tagger is active (none configured, or every category skipped)")
-        contracts = list(dict.fromkeys(t.entry.input for t in taggers))
         outcome = TaggingOutcome(results=[], taggers=taggers)
         request_slots = asyncio.Semaphore(self.per_request_in_flight)
         started = time.perf_counter()
 
         async def one(ref: ImageRef) -> ImageOutcome:
-            async with request_slots, self._global_slots:
-                prepared = time.perf_counter()
-                try:
-                    tensors = await self.pool.run(self._prepare, ref, contracts)
-                except StashVisionError as error:
-                    return ImageOutcome(error=str(error))
-                finally:
-                    outcome.preprocess_seconds += time.perf_counter() - prepared
-                inferring = time.perf_counter()
-                try:
-                    scores = await asyncio.gather(*(self._run(t, tensors) for t in taggers))
-                finally:
-                    outcome.inference_seconds += time.perf_counter() - inferring
+            stored = await self._stored_scores(ref, taggers)
+            missing = [t for t, (_, scores) in zip(taggers, stored, strict=True) if scores is None]
+            fresh: list[Scores] = []
+            if missing:
+                needed = list(dict.fromkeys(t.entry.input for t in missing))
+                async with request_slots, self._global_slots:
+                    prepared = time.perf_counter()
+                    try:
+                        tensors = await self.pool.run(self._prepare, ref, needed)
+                    except StashVisionError as error:
+                        return ImageOutcome(error=str(error), error_kind=type(error).__name__)
+                    finally:
+                        outcome.preprocess_seconds += time.perf_counter() - prepared
+                    inferring = time.perf_counter()
+                    try:
+                        fresh = await asyncio.gather(*(self._run(t, tensors) for t in missing))
+                    finally:
+                        outcome.inference_seconds += time.perf_counter() - inferring
+            computed = iter(fresh)
+            scores: list[Scores] = []
+            for key, kept in stored:
+                if kept is not None:
+                    scores.append(kept["scores"])
+                else:
+                    scores.append(next(computed))
+                    await self.results.put(key, _STORED_KIND, {"scores": scores[-1]})
             return ImageOutcome(categories=self._select(taggers, scores, options))
 
         # A TaskGroup cancels the other images as soon as one raises (Triton down): no orphan work.
@@ -125,6 +144,18 @@ class ImageTagging:
         outcome.results = [task.result() for task in tasks]
         outcome.total_seconds = time.perf_counter() - started
         return outcome
+
+    async def _stored_scores(self, ref: ImageRef, taggers: list[Tagger]) -> list[tuple[str, Any]]:
+        """Per tagger: the result-store key of this image's scores and the kept scores, or None.
+        Scores are kept before any threshold, so every request's options can be applied to them."""
+        if not isinstance(ref, ImagePath) or not self.results.enabled:
+            return [("", None)] * len(taggers)
+        try:
+            location = await asyncio.to_thread(self.loader.paths.locate, ref.path)
+        except StashVisionError:
+            return [("", None)] * len(taggers)  # the decode path reports the problem
+        producers = [{"member": location.member, "tagger": t.identity} for t in taggers]
+        return await self.results.get_many(_STORED_KIND, location.path, producers)
 
     def _prepare(self, ref: ImageRef, contracts: list[InputContract]) -> dict[InputContract, FloatTensor]:
         started = time.perf_counter()

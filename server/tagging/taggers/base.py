@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
 from stash_vision.catalog.entries import CatalogEntry, TaggerSpec
 from stash_vision.server.arrays import AnyArray
@@ -25,6 +26,18 @@ class Tagger(ABC):
     @property
     def model(self) -> str:
         return self.entry.name
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes this tagger's scores what they are: a stored score is reused only for the same
+        model, weights and input contract (server/results)."""
+        return {
+            "model": self.entry.name,
+            "version": self.entry.version,
+            "weights": self.entry.weights.sha256,
+            "input": self.entry.input.model_dump(mode="json"),
+            "kind": str(self.spec.kind),
+        }
 
     @property
     def categories(self) -> list[str]:
