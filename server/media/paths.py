@@ -31,10 +31,23 @@ class MediaPaths:
                 return replacement + raw[len(prefix) :]
         return raw
 
-    def resolve(self, raw: str) -> Path:
-        """A plain file the server may read."""
+    def resolve(self, raw: str, *, dir_hint: str = "") -> Path:
+        """A plain file the server may read. `dir_hint` is added to the refusal of a directory."""
         mapped = self._validated(raw)
-        return self._confined_file(Path(mapped), raw, mapped)
+        return self._confined_file(Path(mapped), raw, mapped, dir_hint)
+
+    def resolve_dir(self, raw: str, *, file_hint: str = "") -> Path:
+        """A directory the server may list, under the same rules as `resolve`. `file_hint` is added to
+        the refusal of a file (what the caller should do with one instead)."""
+        mapped = self._validated(raw)
+        real = self._confined(Path(mapped), raw, mapped, "directory")
+        if not real.is_dir():
+            raise InvalidInput(f"{raw} is a file, not a directory{file_hint}")
+        return real
+
+    def within_roots(self, real: Path) -> bool:
+        """Whether a resolved path lies inside a library root (any path does when none is configured)."""
+        return not self.roots or any(real.is_relative_to(root) for root in self.roots)
 
     def locate(self, raw: str) -> MediaLocation:
         """A file, or a member of a zip archive written as `archive.zip/inner/path` (the original
@@ -63,9 +76,15 @@ class MediaPaths:
             raise InvalidInput(f"path must not contain '..': {raw!r}")
         return mapped
 
-    def _confined_file(self, candidate: Path, raw: str, mapped: str) -> Path:
+    def _confined_file(self, candidate: Path, raw: str, mapped: str, dir_hint: str = "") -> Path:
+        real = self._confined(candidate, raw, mapped, "file")
+        if real.is_dir():
+            raise InvalidInput(f"{raw} is a directory, not a file{dir_hint}")
+        return real
+
+    def _confined(self, candidate: Path, raw: str, mapped: str, what: str) -> Path:
         real = candidate.resolve()
-        if self.roots and not any(real.is_relative_to(root) for root in self.roots):
+        if not self.within_roots(real):
             roots = ", ".join(str(r) for r in self.roots)
             raise AccessDenied(
                 f"{raw} is outside the library roots ({roots}); see STASH_VISION_LIBRARY_ROOTS"
@@ -73,9 +92,7 @@ class MediaPaths:
         if not real.exists():
             hint = " after path mappings" if mapped != raw else ""
             raise MediaNotFound(
-                f"file not found: {mapped}{hint} (as the server sees it; if Stash runs on another machine or "
+                f"{what} not found: {mapped}{hint} (as the server sees it; if Stash runs on another machine or "
                 "in Docker, set STASH_VISION_PATH_MAPPINGS)"
             )
-        if real.is_dir():
-            raise InvalidInput(f"{raw} is a directory, not a file")
         return real

@@ -172,3 +172,45 @@ def test_root_given_through_a_symlink_still_contains_its_files(tmp_path: Path, l
 def test_any_of_several_roots_allows(tmp_path: Path, library: Path, outside: Path) -> None:
     paths = MediaPaths([tmp_path / "unrelated", outside, library], {})
     assert paths.resolve(str(outside / "secret.jpg")) == (outside / "secret.jpg").resolve()
+
+
+# ------------------------------------------------------------------------------------------ directories
+
+
+def test_resolve_dir_applies_mappings_and_resolves(tmp_path: Path, library: Path) -> None:
+    link = tmp_path / "library-link"
+    link.symlink_to(library, target_is_directory=True)
+    paths = MediaPaths([library], {"/data": str(link)})
+    assert paths.resolve_dir("/data/photos") == (library / "photos").resolve()
+
+
+def test_resolve_dir_refuses_a_file_with_the_callers_hint(library: Path) -> None:
+    paths = MediaPaths([library], {"/data": str(library)})
+    with pytest.raises(InvalidInput, match=r"^/data/b\.jpg is a file, not a directory; use files$"):
+        paths.resolve_dir("/data/b.jpg", file_hint="; use files")
+
+
+def test_resolve_refuses_a_directory_with_the_callers_hint(library: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"photos is a directory, not a file; use folders$"):
+        MediaPaths([], {}).resolve(str(library / "photos"), dir_hint="; use folders")
+
+
+def test_resolve_dir_missing_names_the_mapped_directory(library: Path) -> None:
+    with pytest.raises(MediaNotFound, match=rf"^directory not found: {library}/nope after path mappings"):
+        MediaPaths([], {"/data": str(library)}).resolve_dir("/data/nope")
+
+
+def test_resolve_dir_is_confined_and_refuses_dot_dot(library: Path, outside: Path) -> None:
+    paths = MediaPaths([library], {})
+    with pytest.raises(AccessDenied):
+        paths.resolve_dir(str(outside))
+    with pytest.raises(AccessDenied):
+        paths.resolve_dir(str(outside / "missing"))
+    with pytest.raises(InvalidInput, match=r"\.\."):
+        paths.resolve_dir(f"{library}/photos/..")
+
+
+def test_within_roots(library: Path, outside: Path) -> None:
+    assert MediaPaths([library], {}).within_roots(library.resolve() / "photos" / "a.jpg")
+    assert not MediaPaths([library], {}).within_roots(outside.resolve())
+    assert MediaPaths([], {}).within_roots(outside.resolve())
