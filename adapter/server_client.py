@@ -6,10 +6,12 @@ import grpc
 from fastapi import HTTPException, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stash_vision.server_channel import api_key_metadata, server_channel
 from stash_vision.settings import Settings
 from stash_vision.v1 import (
     faces_pb2_grpc,
     inference_pb2_grpc,
+    jobs_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     tagging_pb2_grpc,
@@ -34,22 +36,15 @@ HTTP_STATUS = {
 class ServerClient:
     def __init__(self, settings: Settings) -> None:
         self.target = settings.server_target
-        self.channel = grpc.aio.insecure_channel(
-            self.target,
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-            ],
-        )
-        self.metadata: tuple[tuple[str, str], ...] = (
-            (("x-api-key", settings.api_key),) if settings.api_key else ()
-        )
+        self.channel = server_channel(settings)
+        self.metadata = api_key_metadata(settings)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.models = models_pb2_grpc.ModelServiceStub(self.channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
         self.tagging = tagging_pb2_grpc.TaggingServiceStub(self.channel)
         self.videos = video_tagging_pb2_grpc.VideoTaggingServiceStub(self.channel)
         self.faces = faces_pb2_grpc.FaceServiceStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
 
     async def serving(self) -> bool:
         try:

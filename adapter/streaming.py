@@ -30,7 +30,7 @@ class StreamCall(Protocol):
     def cancel(self) -> bool: ...
 
 
-async def _disconnected(request: Request) -> None:
+async def disconnected(request: Request) -> None:
     """Returns when the HTTP client goes away (the request body has already been read)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
@@ -47,7 +47,7 @@ async def stream_result(request: Request, call: StreamCall, what: str) -> Any:
         return result
 
     stream = asyncio.ensure_future(consume())
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(disconnected(request))
     try:
         await asyncio.wait((stream, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from stash_vision import cli_jobs
 from stash_vision.catalog.entries import Catalog, CatalogEntry, CatalogError
 from stash_vision.catalog.fetcher import FetchError, fetch, is_fetched
 from stash_vision.catalog.serving import served_entries, served_names
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="enrol FOLDER/<performer>/<images> into a new face index of the active profile (needs the server running)",
     )
     build_parser_.add_argument("folder", help="one sub-folder per performer; optional performer.json in each")
+    cli_jobs.add_parser(commands)
     return parser
 
 
@@ -320,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "import-skier233": _models_import_skier233,
         "import-onnx": _models_import_onnx,
         "build": _index_build,
+        "jobs": cli_jobs.run,
     }
     key = {"models": getattr(args, "models_command", ""), "index": getattr(args, "index_command", "")}.get(
         args.command, args.command
