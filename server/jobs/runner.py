@@ -6,12 +6,7 @@ items in flight, every item committed on its own so nothing done is ever lost or
   (`done`/`failed`) in one transaction; after a crash the claimed-but-uncommitted items go back to
   `pending` (`JobStore.recover_after_restart`) and the job resumes, or waits as `interrupted` when
   auto-resume is off.
-- **Priority**: items run inside `priority.background()`, so Triton and the server's admission
-  slots serve interactive calls first.
-- **Failures**: a bad item (corrupt, vanished, refused) records its error and the job goes on;
-  Triton being unavailable (a restart) is not the item's fault: the item waits with back-off and is
-  retried. An unexpected exception fails the item with an incident number in the log, never the
-  process.
+- **Items** (listing, priority, retries, per-item failures) are `execution.JobExecution`'s.
 - **Control**: cancel and pause cancel the job's task; in-flight items stop (their decoders and
   Triton calls are cancelled) and go back to `pending`, so cancel keeps what was committed and
   resume re-runs only what was not.
@@ -24,11 +19,10 @@ import builtins
 import collections
 import contextlib
 import functools
-import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,19 +30,17 @@ from typing import Any, TypeVar
 
 from stash_vision.server import metrics
 from stash_vision.server.errors import (
-    BackendUnavailable,
-    DeadlineExceeded,
     InvalidInput,
     JobConflict,
     JobsUnavailable,
     StashVisionError,
 )
-from stash_vision.server.priority import background
 
 from .api import JobPage, JobUpdate, ResultPage
-from .kinds.base import ItemProblem, JobKind, error_kind
+from .execution import JobExecution, RateWindow, RunnerTools
+from .kinds.base import JobKind
 from .lock import RunnerLock
-from .model import ItemRecord, Job, JobState
+from .model import Job, JobState
 from .store import JobStore
 
 log = logging.getLogger("stash_vision.server.jobs")
@@ -68,9 +60,7 @@ class _Active:
 
     task: asyncio.Task[None]
     stop_as: JobState | None = None  # set by cancel/pause before the task is cancelled
-    samples: collections.deque[tuple[float, int]] = field(
-        default_factory=lambda: collections.deque(maxlen=120)
-    )
+    rate: RateWindow = field(default_factory=RateWindow)
 
 
 class JobRunner:
@@ -97,6 +87,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._changed: dict[str, asyncio.Event] = {}
         self._scheduler: asyncio.Task[None] | None = None
+        self._tools = RunnerTools(self.store, self._call, self._event, self._notify, self._listing)
         self.unavailable: str = ""  # why this process runs no jobs, if it does not
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -227,10 +218,9 @@ class JobRunner:
     def _live(self, job: Job) -> Job:
         """The stored job with the rate and ETA only this process knows."""
         active = self._active.get(job.id)
-        if active is None or len(active.samples) < 2:
+        rate = active.rate.rate() if active is not None else None
+        if rate is None:
             return job
-        (t0, d0), (t1, d1) = active.samples[0], active.samples[-1]
-        rate = (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
         progress = job.progress
         remaining = progress.total - progress.done
         eta = remaining / rate if rate > 0 and progress.listing_complete else None
@@ -347,7 +337,10 @@ class JobRunner:
             )
             await self._event(job.id, "info", "resumed" if resumed else "started")
             await self._publish_metrics()
-            await self._work(job, kind, params, active)
+            stored = await self._call(self.store.get_job, job.id)
+            active.rate.add(stored.progress.done)
+            await JobExecution(self._tools, job, kind, params, self.items_in_flight, active.rate).run()
+            await self._finish(job.id, JobState.SUCCEEDED, "succeeded")
         except asyncio.CancelledError:
             await self._call(self.store.release_running_items, job.id)
             if active.stop_as is None:
@@ -360,124 +353,3 @@ class JobRunner:
             await self._call(self.store.release_running_items, job.id)
             message = f"internal error (incident {incident}; see the server log): {type(error).__name__}"
             await self._finish(job.id, JobState.FAILED, "failed", message)
-
-    async def _work(self, job: Job, kind: JobKind[Any], params: Any, active: _Active) -> None:
-        listed = asyncio.Event()
-        more = asyncio.Event()
-        stored = await self._call(self.store.get_job, job.id)
-        if stored.progress.listing_complete:
-            listed.set()
-        active.samples.append((time.monotonic(), stored.progress.done))
-        async with asyncio.TaskGroup() as group:
-            if not listed.is_set():
-                group.create_task(self._list(job.id, kind, params, listed, more))
-            in_flight: set[asyncio.Task[None]] = set()
-            while True:
-                # Cleared before claiming, so a batch listed after the claim still wakes us; and
-                # read before claiming: when listing was complete before the claim, a claim that
-                # finds nothing means nothing is left.
-                more.clear()
-                listing_done = listed.is_set()
-                free = self.items_in_flight - len(in_flight)
-                claimed = await self._call(self.store.claim_items, job.id, free) if free > 0 else []
-                for record in claimed:
-                    task = group.create_task(self._item(job, kind, params, record, active))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
-                if not claimed and not in_flight and listing_done:
-                    break
-                waits: set[asyncio.Future[Any]] = set(in_flight)
-                if not listing_done:
-                    waits.add(asyncio.ensure_future(more.wait()))
-                if waits:
-                    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                    for future in pending - in_flight:
-                        future.cancel()
-        await self._finish(job.id, JobState.SUCCEEDED, "succeeded")
-
-    async def _list(
-        self, job_id: str, kind: JobKind[Any], params: Any, listed: asyncio.Event, more: asyncio.Event
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        items: Iterator[str | ItemProblem] = await loop.run_in_executor(self._listing, kind.items, params)
-        try:
-            while True:
-                batch = await loop.run_in_executor(self._listing, _take, items, _LIST_BATCH)
-                if not batch:
-                    break
-                await self._call(self.store.add_items, job_id, [e for e in batch if isinstance(e, str)])
-                for problem in (entry for entry in batch if isinstance(entry, ItemProblem)):
-                    await self._fail_listed(job_id, problem)
-                more.set()
-                self._notify(job_id)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                await loop.run_in_executor(self._listing, close)
-        await self._call(self.store.set_listing_complete, job_id)
-        await self._event(job_id, "info", "listing complete")
-        listed.set()
-        more.set()
-
-    async def _fail_listed(self, job_id: str, problem: ItemProblem) -> None:
-        await self._call(self.store.add_failed_item, job_id, problem.item, problem.error, problem.error_kind)
-
-    async def _item(
-        self, job: Job, kind: JobKind[Any], params: Any, record: ItemRecord, active: _Active
-    ) -> None:
-        started = time.perf_counter()
-        outcome_label = "done"
-        for attempt in itertools.count():
-            try:
-                with background():
-                    outcome = await kind.run(params, record.item)
-            except (BackendUnavailable, DeadlineExceeded) as error:
-                delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
-                if attempt == 0:
-                    await self._event(job.id, "warning", f"{record.item}: {error}; retrying")
-                await asyncio.sleep(delay)
-                continue
-            except StashVisionError as error:
-                outcome_label = "failed"
-                await self._call(
-                    self.store.finish_item,
-                    job.id,
-                    record.seq,
-                    error=str(error),
-                    error_kind=error_kind(error),
-                )
-            except Exception as error:
-                incident = uuid.uuid4().hex[:8]
-                log.exception("job %s item %s failed (incident %s)", job.id, record.item, incident)
-                outcome_label = "failed"
-                await self._call(
-                    self.store.finish_item,
-                    job.id,
-                    record.seq,
-                    error=f"internal error (incident {incident}; see the server log): {type(error).__name__}",
-                    error_kind="InternalError",
-                )
-            else:
-                await self._call(
-                    self.store.finish_item,
-                    job.id,
-                    record.seq,
-                    result=outcome.result,
-                    result_key=outcome.result_key,
-                )
-            break
-        metrics.JOB_ITEMS.labels(job.kind, outcome_label).inc()
-        metrics.JOB_ITEM_SECONDS.labels(job.kind).observe(time.perf_counter() - started)
-        stored = await self._call(self.store.get_job, job.id)
-        active.samples.append((time.monotonic(), stored.progress.done))
-        while (
-            active.samples
-            and active.samples[0][0] < time.monotonic() - _RATE_WINDOW_S
-            and len(active.samples) > 2
-        ):
-            active.samples.popleft()
-        self._notify(job.id)
-
-
-def _take(items: Iterator[T], count: int) -> list[T]:
-    return list(itertools.islice(items, count))

@@ -22,7 +22,7 @@ from stash_vision.server.errors import (
     JobsUnavailable,
     MediaNotFound,
 )
-from stash_vision.server.jobs import runner as runner_module
+from stash_vision.server.jobs import execution as runner_module
 from stash_vision.server.jobs.kinds.base import ItemOutcome, ItemProblem, check_keys
 from stash_vision.server.jobs.model import Job, JobState
 from stash_vision.server.jobs.runner import JobRunner
