@@ -4,6 +4,7 @@ model served by default plus the models the active face profile needs."""
 from __future__ import annotations
 
 from stash_vision.catalog.entries import Catalog, CatalogEntry
+from stash_vision.catalog.importers.skier233_upgrade import upgrade_skier233_imports
 from stash_vision.server.faces.profile import FaceProfile, load_profile
 from stash_vision.settings import Settings
 
@@ -20,5 +21,9 @@ def served_names(settings: Settings, catalog: Catalog) -> list[str]:
 
 
 def served_entries(settings: Settings, catalog: Catalog | None = None) -> list[CatalogEntry]:
-    catalog = catalog or Catalog.load(extra=[settings.user_repository])
+    if catalog is None:
+        # Both `serve` and the server process come here first: skier233 models imported by an
+        # earlier version are corrected on disk before anything reads their input contract.
+        upgrade_skier233_imports(settings.user_repository)
+        catalog = Catalog.load(extra=[settings.user_repository])
     return catalog.select(served_names(settings, catalog))

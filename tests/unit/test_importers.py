@@ -255,16 +255,22 @@ def test_onnx_output_equals_torchscript_at_any_batch_size(tmp_path: Path, data: 
         np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
 
 
-def test_original_server_layout_imagenet_normalisation_and_a_name_triton_accepts(
-    tmp_path: Path, data: Path
+def test_original_server_layout_normalisation_0_run_as_clip_and_a_name_triton_accepts(
+    tmp_path: Path, data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     yaml_path = write_package(
         tmp_path / "server", layout="server", file_name="Gentle-River v2", fields={"normalization_config": 0}
     )
-    entry = import_skier233(yaml_path, repo(data), models(data))
+    with caplog.at_level(logging.INFO, logger="stash_vision.catalog.importers"):
+        entry = import_skier233(yaml_path, repo(data), models(data))
     assert entry.name == "gentle_river_v2"
     assert entry.tagger is not None and entry.tagger.display_name == "Gentle-River v2"
-    assert (entry.input.mean, entry.input.std) == IMAGENET
+    # The original reads `normalization_config or 1`: its answers for a YAML 0 are CLIP's.
+    assert (entry.input.mean, entry.input.std) == CLIP != IMAGENET
+    assert "says normalization_config 0; importing it with CLIP mean/std" in caplog.text
+    # What the YAML said and what is applied are both on record (and mark the entry as current).
+    raw = yaml.safe_load((entry.folder / "catalog.yaml").read_text())
+    assert raw["skier233"] == {"normalization_config": 0, "normalization_applied": 1}
     assert (entry.folder / "categories" / "actions.csv").read_text() == CSV_TEXT
 
 
@@ -340,12 +346,34 @@ def test_yaml_defaults(tmp_path: Path) -> None:
     )
     model = read_skier233_yaml(yaml_path)
     assert (model.image_size, model.normalization, model.threshold) == (512, 1, 0.5)
+    assert model.applied_normalization == 1
     assert (model.version, model.identifier, model.license_name, model.max_batch_size) == (
         2.0,
         200,
         None,
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "as_written", "applied"),
+    [
+        ("normalization_config: 0", 0, 1),
+        ("normalization_config: 1", 1, 1),
+        ("normalization_config: null", 1, 1),
+        ("", 1, 1),
+    ],
+)
+def test_the_normalisation_applied_is_the_originals_or_1(
+    tmp_path: Path, line: str, as_written: int, applied: int
+) -> None:
+    yaml_path = tmp_path / "m.yaml"
+    yaml_path.write_text(
+        "type: model\nmodel_file_name: m\nmodel_category: [actions]\nmodel_version: 2\n"
+        f"model_identifier: 200\n{line}\n"
+    )
+    model = read_skier233_yaml(yaml_path)
+    assert (model.normalization, model.applied_normalization) == (as_written, applied)
 
 
 @pytest.mark.parametrize(

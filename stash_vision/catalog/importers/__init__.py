@@ -11,10 +11,12 @@ Two kinds, one module each:
   user declares.
 
 Both write through `staging` (hidden staging folders moved into place only when everything
-succeeded) and check their inputs with `validation`."""
+succeeded) and check their inputs with `validation`. `skier233_upgrade` corrects skier233 models
+imported by an earlier version (their normalisation, see Skier233Model.applied_normalization)."""
 
 from stash_vision.catalog.importers.onnx_classifier import import_onnx_classifier
 from stash_vision.catalog.importers.skier233 import import_skier233
+from stash_vision.catalog.importers.skier233_upgrade import upgrade_skier233_imports
 from stash_vision.catalog.importers.skier233_yaml import NORMALIZATIONS, Skier233Model, read_skier233_yaml
 from stash_vision.catalog.importers.validation import ModelImportError, triton_name
 
@@ -26,4 +28,5 @@ __all__ = [
     "import_skier233",
     "read_skier233_yaml",
     "triton_name",
+    "upgrade_skier233_imports",
 ]

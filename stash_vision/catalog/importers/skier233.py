@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from stash_vision.catalog.entries import Catalog, CatalogEntry
-from stash_vision.catalog.importers.skier233_yaml import NORMALIZATIONS, Skier233Model, read_skier233_yaml
+from stash_vision.catalog.importers.skier233_yaml import (
+    NORMALIZATIONS,
+    PROVENANCE_KEY,
+    Skier233Model,
+    provenance,
+    read_skier233_yaml,
+)
 from stash_vision.catalog.importers.staging import (
     SCALE_0_1,
     catalog_document,
@@ -32,6 +38,9 @@ from stash_vision.catalog.importers.validation import (
 )
 
 log = logging.getLogger(__name__)
+
+# The licence of every skier233 import's catalog entry (skier233_upgrade recognises them by it).
+SKIER233_LICENCE = "user-supplied (skier233 model)"
 
 
 def import_skier233(
@@ -75,7 +84,17 @@ def import_skier233(
         ]
 
     size = model.image_size
-    mean, std = NORMALIZATIONS[model.normalization]
+    # Not NORMALIZATIONS[model.normalization]: the original runs a YAML's 0 (ImageNet) as 1 (CLIP),
+    # and the model's answers are tuned to that (Skier233Model.applied_normalization).
+    mean, std = NORMALIZATIONS[model.applied_normalization]
+    if model.applied_normalization != model.normalization:
+        log.info(
+            "%s says normalization_config %d; importing it with CLIP mean/std (%d), which is what the "
+            "original server runs it with (its preprocessors read `normalization_config or 1`)",
+            yaml_path.name,
+            model.normalization,
+            model.applied_normalization,
+        )
     tags_file = f"{name}.tags.txt"
     with staging(name, user_repository, models_dir) as stage:
         # The CSVs first: a bad one fails the import in milliseconds, not after the conversion.
@@ -96,7 +115,7 @@ def import_skier233(
                 f"skier233 model {model.file_name} (version {model.version:g}, identifier "
                 f"{model.identifier}) imported from {yaml_path.name}; TorchScript converted to ONNX.{info}"
             ),
-            licence="user-supplied (skier233 model)",
+            licence=SKIER233_LICENCE,
             weights=stage.weights,
             input_contract={
                 "tensor": INPUT_TENSOR,
@@ -125,6 +144,7 @@ def import_skier233(
                 "tags_file": tags_file,
                 "category_mappings": dict(model.category_mappings),
             },
+            extra={PROVENANCE_KEY: provenance(model)},
         )
         config = triton_config(
             name,

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +115,10 @@ def catalog_document(
     weights: Path,
     input_contract: dict[str, Any],
     tagger: dict[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """catalog.yaml of an imported model; `extra` adds top-level blocks the catalog ignores
+    (an importer's record of where the entry came from)."""
     return {
         "name": name,
         "version": 1,
@@ -126,6 +129,7 @@ def catalog_document(
         "weights": {"file": "model.onnx", "sha256": sha256_of(weights), "size": weights.stat().st_size},
         "input": input_contract,
         "tagger": tagger,
+        **(extra or {}),
     }
 
 
