@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"overrides {overrides or 'none'})",
                 flush=True,
             )
-            stack = start_stack(work, shared / "models", MODEL, overrides)
+            stack = start_stack(work, shared / "models", MODEL, overrides, reuse_results=False)
             print(f"  ready after {time.monotonic() - started:.0f} s since the start", flush=True)
             levels = asyncio.run(bench_stack(stack, paths, args.levels))
             peaks = memory_mib(stack.process.pid, "VmHWM")

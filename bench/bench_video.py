@@ -744,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             t0 = time.perf_counter()
-            stack = start_stack(work, shared / "models", MODEL, what_if(args))
+            stack = start_stack(work, shared / "models", MODEL, what_if(args), reuse_results=False)
             startup_s = time.perf_counter() - t0
             print(f"  ready after {startup_s:.0f} s", flush=True)
             results = asyncio.run(bench(stack, session, entry.input, files, samples, args.repeat, quiet))

@@ -56,14 +56,19 @@ def start_stack(
     model: str,
     overrides: Mapping[str, Any] | None = None,
     timeout_s: float = STACK_START_TIMEOUT_S,
+    reuse_results: bool = True,
 ) -> Stack:
     """Fetches `model` from `mirror` with the CLI a user runs (`stash-vision models fetch <model>
     --mirror <mirror> --mirror-only`) into <work_dir>/data, starts `stash-vision serve` serving
     only it (others would load, warm up and poll on the same cores) and waits until /ready
-    answers 200. With `overrides`, the supervisor is the what-if launcher instead."""
+    answers 200. With `overrides`, the supervisor is the what-if launcher instead.
+    `reuse_results=False` turns the result store off: a benchmark that sends the same files again
+    (levels, repeats) must measure the work, not answers reused for unchanged files."""
     data_dir = work_dir / "data"
     ports = free_ports(5)
     env = stack_env(data_dir, mirror, ports, [model])
+    if not reuse_results:
+        env["STASH_VISION_RESULT_STORE_MAX_BYTES"] = "0"
     command = [sys.executable, "-m", "stash_vision.cli", "serve"]
     if overrides:
         env[OVERRIDES_ENV] = json.dumps(dict(overrides))
