@@ -37,6 +37,7 @@ from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.metrics import MetricsInterceptor
 from stash_vision.server.model_registry import ModelRegistry
+from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.tagging.image_flow import ImageTagging
 from stash_vision.server.tagging.taggers.registry import build_taggers
 from stash_vision.server.tagging.video_flow import VideoTagging
@@ -85,6 +86,7 @@ def build_face_identification(
     session: InferenceSession,
     loader: ImageLoader,
     pool: CpuPool,
+    results: ResultCache | None = None,
 ) -> FaceIdentification:
     profile = active_profile(settings)
     pipeline: FacePipeline | None = None
@@ -116,6 +118,7 @@ def build_face_identification(
         query_k=settings.face_query_k,
         query_ef=settings.face_query_ef,
         max_images=settings.max_images_per_request,
+        results=results,
     )
 
 
@@ -168,7 +171,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         results=results,
     )
     video_tagging_pb2_grpc.add_VideoTaggingServiceServicer_to_server(VideoTaggingServicer(videos), server)
-    faces = build_face_identification(settings, entries, session, loader, pool)
+    faces = build_face_identification(settings, entries, session, loader, pool, results)
     faces_pb2_grpc.add_FaceServiceServicer_to_server(FaceServicer(faces), server)
     jobs = await open_jobs(settings, job_kinds(settings, tagging, videos, faces, loader.paths))
     add_job_servicer(server, jobs)

@@ -50,18 +50,24 @@ def background() -> Iterator[None]:
 
 class PrioritySemaphore:
     """An asyncio semaphore whose waiters are served interactive first (first come, first served
-    within each class), and which lets background work hold at most `background_limit` slots.
+    within each class), and which lets background work hold at most `background_limit` slots and
+    interactive callers at most `interactive_limit`.
 
     `background_limit` defaults to all but one slot (at least one), so a lone interactive caller
-    never waits for a background holder to finish."""
+    never waits for a background holder to finish. A slot held for long (a whole video) is better
+    given a reserve instead: `value` = n + reserve with both limits n, so jobs use all n slots
+    while nobody else is there, and an interactive call still starts at once."""
 
-    def __init__(self, value: int, *, background_limit: int | None = None) -> None:
+    def __init__(
+        self, value: int, *, background_limit: int | None = None, interactive_limit: int | None = None
+    ) -> None:
         if value < 1:
             raise ValueError(f"a semaphore needs at least one slot, got {value}")
         self._value = value
         self.capacity = value
         self.background_limit = max(1, value - 1) if background_limit is None else max(1, background_limit)
-        self._background_held = 0
+        self.interactive_limit = value if interactive_limit is None else max(1, interactive_limit)
+        self._held = {False: 0, True: 0}
         self._waiters: dict[bool, collections.deque[asyncio.Future[None]]] = {
             False: collections.deque(),
             True: collections.deque(),
@@ -71,8 +77,8 @@ class PrioritySemaphore:
         if self._value <= 0:
             return False
         if background_:
-            return self._background_held < self.background_limit and not self._waiters[False]
-        return True
+            return self._held[True] < self.background_limit and not self._waiters[False]
+        return self._held[False] < self.interactive_limit
 
     async def acquire(self) -> bool:
         kind = _BACKGROUND.get()
@@ -97,13 +103,11 @@ class PrioritySemaphore:
 
     def _take(self, kind: bool) -> None:
         self._value -= 1
-        if kind:
-            self._background_held += 1
+        self._held[kind] += 1
 
     def _give_back(self, kind: bool) -> None:
         self._value += 1
-        if kind:
-            self._background_held -= 1
+        self._held[kind] -= 1
         self._wake()
 
     def _wake(self) -> None:

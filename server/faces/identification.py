@@ -39,9 +39,11 @@ from stash_vision.server.faces.results import (
 )
 from stash_vision.server.faces.scene_frames import FrameReport, SceneFrame, evenly_spaced, read_frames
 from stash_vision.server.faces.scene_people import FrameFaces, people_in_scene
+from stash_vision.server.faces.stored_faces import StoredFaces
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.media.video import probe
+from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.workers import CpuPool
 
 DEFAULT_TOP_K = 5
@@ -66,6 +68,7 @@ class FaceIdentification:
         query_k: int,
         query_ef: int,
         max_images: int,
+        results: ResultCache | None = None,
     ) -> None:
         self.profile = profile
         self._pipeline = pipeline
@@ -77,6 +80,7 @@ class FaceIdentification:
         self.query_k = query_k
         self.query_ef = query_ef
         self.max_images = max_images
+        self.stored = StoredFaces(results or ResultCache(None), loader, profile)
 
     # -- building blocks ---------------------------------------------------------------------------
 
@@ -125,11 +129,17 @@ class FaceIdentification:
         return faces, image.shape[1], image.shape[0]
 
     async def embed(self, ref: ImageRef, gates: FaceGates, largest_only: bool) -> list[EmbeddedFace]:
+        pipeline = self.pipeline  # a profile that cannot run says so, stored faces or not
+        key, kept = await self.stored.get(ref, gates, largest_only)
+        if kept is not None:
+            return kept
         image = await self._image(ref)
-        faces, _ = await self.pipeline.detect(image, gates)
+        faces, _ = await pipeline.detect(image, gates)
         if largest_only:
             faces = faces[:1]
-        return await self.pipeline.embed(image, faces)
+        embedded = await pipeline.embed(image, faces)
+        await self.stored.put(key, embedded)
+        return embedded
 
     async def compare(self, first: ImageRef, second: ImageRef, gates: FaceGates) -> Comparison:
         left, right = await asyncio.gather(self.embed(first, gates, False), self.embed(second, gates, False))

@@ -111,10 +111,16 @@ class VideoTagging:
         self.paths = paths
         self.pool = pool
         self.reprocess_more_accurate = reprocess_with_more_accurate_same_model
-        self._decoders = ThreadPoolExecutor(max_concurrent_videos, thread_name_prefix="video")
-        # Interactive calls are admitted ahead of job items, and jobs leave a video slot and some
-        # frame slots free for them (server/priority.py).
-        self._video_slots = PrioritySemaphore(max_concurrent_videos)
+        self._decoders = ThreadPoolExecutor(max_concurrent_videos + 1, thread_name_prefix="video")
+        # Interactive calls are admitted ahead of job items (server/priority.py). A video holds its
+        # slot for the whole file, so interactive calls get one reserved decoder on top of the n
+        # that either kind may use: a job decodes n videos at once, and a plugin's call arriving
+        # meanwhile starts at once; frames (held briefly) are shared, jobs leaving some free.
+        self._video_slots = PrioritySemaphore(
+            max_concurrent_videos + 1,
+            background_limit=max_concurrent_videos,
+            interactive_limit=max_concurrent_videos,
+        )
         self._frame_slots = PrioritySemaphore(
             global_frames_in_flight,
             background_limit=max(1, global_frames_in_flight - FRAMES_IN_FLIGHT_PER_VIDEO // 2),

@@ -115,3 +115,25 @@ def test_every_batched_model_gets_two_priority_levels(tmp_path: Path, mode: Repo
         )
         assert config.dynamic_batching.priority_levels == 2
         assert config.dynamic_batching.default_priority_level == 1
+
+
+def test_a_reserve_lets_background_use_every_shared_slot_and_interactive_still_start() -> None:
+    async def scenario() -> tuple[bool, bool, bool]:
+        videos = PrioritySemaphore(3, background_limit=2, interactive_limit=2)  # 2 shared + 1 reserved
+        with background():
+            await videos.acquire()
+            await videos.acquire()
+            third_job = asyncio.create_task(videos.acquire())
+        await asyncio.wait_for(videos.acquire(), 1.0)  # the reserve: no wait for a whole video
+        await asyncio.sleep(0.01)
+        job_blocked = not third_job.done()
+        videos.release()
+        second_user = asyncio.create_task(videos.acquire())
+        await asyncio.sleep(0.01)
+        user_got_it = second_user.done()
+        third_job.cancel()
+        return job_blocked, user_got_it, videos.locked() is False or True
+
+    job_blocked, user_got_it, _ = asyncio.run(scenario())
+    assert job_blocked, "background work never takes the reserved slot"
+    assert user_got_it
