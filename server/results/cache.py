@@ -47,6 +47,38 @@ class ResultCache:
             return [("", None)] * len(producers)
         return await asyncio.to_thread(self._get_many, kind, path, producers)
 
+    def lookup_blocking(
+        self, kind: str, files: Sequence[tuple[Path, Sequence[Mapping[str, Any]]] | None]
+    ) -> list[list[tuple[str, dict[str, Any] | None]]]:
+        """For each (file, producers), `get_many`'s answer, in one store transaction; None stands for
+        a file nothing can be kept for. Blocking: call it on a worker thread."""
+        assert self.store is not None
+        keys: list[list[str]] = []
+        for entry in files:
+            if entry is None:
+                keys.append([])
+                continue
+            path, producers = entry
+            try:
+                file = FileKey.of(path)
+            except StashVisionError:
+                keys.append(["" for _ in producers])
+                continue
+            keys.append([result_key(kind, file, producer) for producer in producers])
+        flat = [key for per_file in keys for key in per_file if key]
+        try:
+            values = iter(self.store.get_many(flat))
+        except StashVisionError as error:
+            self._warn(error)
+            return [[("", None) for _ in per_file] for per_file in keys]
+        answers = []
+        for per_file in keys:
+            row = [(key, next(values)) if key else ("", None) for key in per_file]
+            for _, value in row:
+                RESULT_STORE_LOOKUPS.labels(kind, "hit" if value is not None else "miss").inc()
+            answers.append(row)
+        return answers
+
     async def put(self, key: str, kind: str, value: dict[str, Any]) -> None:
         if key and self.enabled:
             await asyncio.to_thread(self._put, key, kind, value)
@@ -57,19 +89,7 @@ class ResultCache:
     def _get_many(
         self, kind: str, path: Path, producers: Sequence[Mapping[str, Any]]
     ) -> list[tuple[str, dict[str, Any] | None]]:
-        assert self.store is not None
-        found: list[tuple[str, dict[str, Any] | None]] = []
-        try:
-            file = FileKey.of(path)
-            for producer in producers:
-                key = result_key(kind, file, producer)
-                value = self.store.get(key)
-                RESULT_STORE_LOOKUPS.labels(kind, "hit" if value is not None else "miss").inc()
-                found.append((key, value))
-        except StashVisionError as error:
-            self._warn(error)
-            return [("", None)] * len(producers)
-        return found
+        return self.lookup_blocking(kind, [(path, producers)])[0]
 
     def _put(self, key: str, kind: str, value: dict[str, Any]) -> None:
         assert self.store is not None

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,8 +110,9 @@ class ImageTagging:
         request_slots = asyncio.Semaphore(self.per_request_in_flight)
         started = time.perf_counter()
 
-        async def one(ref: ImageRef) -> ImageOutcome:
-            stored = await self._stored_scores(ref, taggers)
+        kept = await self._stored_scores(refs, taggers)
+
+        async def one(ref: ImageRef, stored: list[tuple[str, Any]]) -> ImageOutcome:
             missing = [t for t, (_, scores) in zip(taggers, stored, strict=True) if scores is None]
             fresh: list[Scores] = []
             if missing:
@@ -140,22 +142,36 @@ class ImageTagging:
 
         # A TaskGroup cancels the other images as soon as one raises (Triton down): no orphan work.
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(ref)) for ref in refs]
+            tasks = [group.create_task(one(ref, stored)) for ref, stored in zip(refs, kept, strict=True)]
         outcome.results = [task.result() for task in tasks]
         outcome.total_seconds = time.perf_counter() - started
         return outcome
 
-    async def _stored_scores(self, ref: ImageRef, taggers: list[Tagger]) -> list[tuple[str, Any]]:
-        """Per tagger: the result-store key of this image's scores and the kept scores, or None.
-        Scores are kept before any threshold, so every request's options can be applied to them."""
-        if not isinstance(ref, ImagePath) or not self.results.enabled:
-            return [("", None)] * len(taggers)
-        try:
-            location = await asyncio.to_thread(self.loader.paths.locate, ref.path)
-        except StashVisionError:
-            return [("", None)] * len(taggers)  # the decode path reports the problem
-        producers = [{"member": location.member, "tagger": t.identity} for t in taggers]
-        return await self.results.get_many(_STORED_KIND, location.path, producers)
+    async def _stored_scores(
+        self, refs: Sequence[ImageRef], taggers: list[Tagger]
+    ) -> list[list[tuple[str, Any]]]:
+        """Per image, per tagger: the result-store key of the image's scores and the kept scores, or
+        None. Scores are kept before any threshold, so every request's options apply to them. One
+        worker-thread hop and one store transaction for the whole request."""
+        if not self.results.enabled:
+            return [[("", None)] * len(taggers) for _ in refs]
+        return await asyncio.to_thread(self._lookup_scores, refs, taggers)
+
+    def _lookup_scores(self, refs: Sequence[ImageRef], taggers: list[Tagger]) -> list[list[tuple[str, Any]]]:
+        files: list[tuple[Path, list[dict[str, Any]]] | None] = []
+        for ref in refs:
+            try:
+                location = self.loader.paths.locate(ref.path) if isinstance(ref, ImagePath) else None
+            except StashVisionError:
+                location = None  # decoding reports the problem
+            if location is None:
+                files.append(None)
+                continue
+            producers = [{"member": location.member, "tagger": t.identity} for t in taggers]
+            files.append((location.path, producers))
+        return [
+            row or [("", None)] * len(taggers) for row in self.results.lookup_blocking(_STORED_KIND, files)
+        ]
 
     def _prepare(self, ref: ImageRef, contracts: list[InputContract]) -> dict[InputContract, FloatTensor]:
         started = time.perf_counter()

@@ -224,11 +224,10 @@ def test_a_consumer_that_goes_away_gives_back_every_slot(clip: Path) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await consumer
         # Once the answer streams have ended, nothing is held: no frame, no video, no decoder.
+        # Every slot is free (the capacities include the reserves only interactive calls use).
         assert frames_in_flight() == 0
-        assert videos._frame_slots._value == 4
-        assert (
-            videos._video_slots._value == videos._video_slots.capacity
-        )  # 2 shared + the interactive reserve
+        assert videos._frame_slots._value == videos._frame_slots.capacity
+        assert videos._video_slots._value == videos._video_slots.capacity
         gate.set()
         assert (await tag(videos, clip)).frames == 40
 
@@ -297,7 +296,7 @@ def test_a_consumer_that_goes_away_while_a_frame_decodes_closes_the_decoder_afte
         threading.Timer(0.2, decoders[0].release.set).start()
         with pytest.raises(asyncio.CancelledError):
             await consumer
-        assert frames_in_flight() == 0 and videos._frame_slots._value == 8
+        assert frames_in_flight() == 0 and videos._frame_slots._value == videos._frame_slots.capacity
 
     run(scenario)
     (decoder,) = decoders
