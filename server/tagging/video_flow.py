@@ -58,8 +58,8 @@ from stash_vision.server.workers import CpuPool
 # VideoProgress is what `tag` yields while it works; it lives beside the frame pipeline that counts it.
 __all__ = ["VideoOptions", "VideoOutcome", "VideoProgress", "VideoTagging"]
 
-# Frames in flight that only interactive calls may use, on top of global_frames_in_flight.
-_INTERACTIVE_FRAME_RESERVE = FRAMES_IN_FLIGHT_PER_VIDEO // 2
+# Frames in flight that job items leave to interactive calls.
+_INTERACTIVE_FRAMES = FRAMES_IN_FLIGHT_PER_VIDEO // 2
 # The result store's kind of a video's .AI.json (server/results).
 _STORED_KIND = "video-ai-json"
 
@@ -114,19 +114,18 @@ class VideoTagging:
         self.pool = pool
         self.reprocess_more_accurate = reprocess_with_more_accurate_same_model
         self._decoders = ThreadPoolExecutor(max_concurrent_videos + 1, thread_name_prefix="video")
-        # Interactive calls are admitted ahead of job items (server/priority.py), and have a reserve
-        # on top of what either kind may use: one decoder (a video holds its slot for the whole
-        # file) and a few frames. A job runs as fast as the plugin's own calls would, and a call
-        # arriving meanwhile starts at once.
+        # Interactive calls are admitted ahead of job items (server/priority.py). A video holds its
+        # decoder for the whole file, so interactive calls get one more, reserved: a job decodes as
+        # many videos at once as the plugin's calls would, and a call arriving meanwhile starts at
+        # once. Frames are held briefly: jobs leave a few of the cap to interactive calls, which
+        # keeps a plugin's latency during a job within 1.5x idle (docs/jobs.md, bench_jobs).
         self._video_slots = PrioritySemaphore(
             max_concurrent_videos + 1,
             background_limit=max_concurrent_videos,
             interactive_limit=max_concurrent_videos,
         )
         self._frame_slots = PrioritySemaphore(
-            global_frames_in_flight + _INTERACTIVE_FRAME_RESERVE,
-            background_limit=global_frames_in_flight,
-            interactive_limit=global_frames_in_flight,
+            global_frames_in_flight, background_limit=max(1, global_frames_in_flight - _INTERACTIVE_FRAMES)
         )
         self.global_frames_in_flight = global_frames_in_flight
         self.results = results or ResultCache(None)
