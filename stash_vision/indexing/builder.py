@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,27 +23,19 @@ from typing import Any
 import grpc
 import numpy as np
 import numpy.typing as npt
-import yaml
 
-from stash_vision.server.faces.index.records import PerformerRecord
 from stash_vision.server.faces.index.writer import IndexWriter, publish
 from stash_vision.server.faces.matching import fused_distance
 from stash_vision.server.faces.profile import FaceProfile
+from stash_vision.server.faces.sources.base import SourceError
+from stash_vision.server.faces.sources.folder import scan
 from stash_vision.v1 import faces_pb2, faces_pb2_grpc, media_pb2
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-METADATA_FILES = ("performer.json", "performer.yaml", "performer.yml")
 _CONCURRENT_REQUESTS = 8
 
 
 class BuildError(RuntimeError):
     """The build cannot start or finish; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class PerformerFolder:
-    record: PerformerRecord
-    images: list[Path]
 
 
 @dataclass
@@ -57,62 +47,6 @@ class BuildReport:
     images: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     performers_without_faces: list[str] = field(default_factory=list)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "performer"
-
-
-def read_performer(folder: Path) -> PerformerFolder:
-    metadata: dict[str, Any] = {}
-    for name in METADATA_FILES:
-        path = folder / name
-        if path.is_file():
-            try:
-                loaded = (
-                    json.loads(path.read_text())
-                    if path.suffix == ".json"
-                    else yaml.safe_load(path.read_text())
-                )
-            except (OSError, ValueError, yaml.YAMLError) as error:
-                raise BuildError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from error
-            if not isinstance(loaded, dict):
-                raise BuildError(f"{path} must hold an object with name, aliases, stash_ids")
-            metadata = loaded
-            break
-    stash_ids = tuple(
-        (str(item["endpoint"]), str(item["stash_id"]))
-        for item in metadata.get("stash_ids") or []
-        if isinstance(item, dict) and item.get("endpoint") and item.get("stash_id")
-    )
-    universal = f"{stash_ids[0][0]}:{stash_ids[0][1]}" if stash_ids else f"local:{_slug(folder.name)}"
-    record = PerformerRecord(
-        id=universal,
-        name=str(metadata.get("name") or folder.name),
-        aliases=tuple(str(a) for a in metadata.get("aliases") or []),
-        stash_ids=stash_ids,
-        country=str(metadata.get("country") or ""),
-        image_url=str(metadata.get("image_url") or ""),
-        face_count=0,
-    )
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return PerformerFolder(record, images)
-
-
-def scan(root: Path) -> list[PerformerFolder]:
-    if not root.is_dir():
-        raise BuildError(f"{root} is not a folder; expected FOLDER/<performer>/<images>")
-    performers = [read_performer(folder) for folder in sorted(root.iterdir()) if folder.is_dir()]
-    performers = [p for p in performers if p.images]
-    if not performers:
-        raise BuildError(
-            f"no performer folders with images under {root} (expected FOLDER/<performer>/<images>)"
-        )
-    ids = Counter(p.record.id for p in performers)
-    duplicates = [pid for pid, n in ids.items() if n > 1]
-    if duplicates:
-        raise BuildError(f"several folders map to the same performer id: {', '.join(duplicates)}")
-    return performers
 
 
 async def _embed(
@@ -151,7 +85,10 @@ async def build(
     timeout_s: float = 120.0,
     log: Callable[[str], None] = print,
 ) -> BuildReport:
-    performers = scan(root)
+    try:
+        performers = scan(root)
+    except SourceError as error:
+        raise BuildError(str(error)) from None
     metadata = [("x-api-key", api_key)] if api_key else []
     report = BuildReport()
     async with grpc.aio.insecure_channel(

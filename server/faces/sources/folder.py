@@ -1,0 +1,108 @@
+"""A folder of performers: FOLDER/<performer>/<images>, with an optional `performer.json` (or
+`.yaml`) in a performer's folder giving {name, aliases, country, image_url, stash_ids: [{endpoint,
+stash_id}]}; the folder name is the name otherwise. The universal id is the first stash-box id, else
+`local:<slug of the folder name>`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stash_vision.server.faces.index.records import PerformerRecord
+
+from .base import SourceError, SourceImage, SourcePerformer
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+METADATA_FILES = ("performer.json", "performer.yaml", "performer.yml")
+
+
+@dataclass(frozen=True)
+class PerformerFolder:
+    record: PerformerRecord
+    images: list[Path]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "performer"
+
+
+def _metadata(folder: Path) -> dict[str, Any]:
+    for name in METADATA_FILES:
+        path = folder / name
+        if path.is_file():
+            try:
+                text = path.read_text()
+                loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                raise SourceError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from error
+            if not isinstance(loaded, dict):
+                raise SourceError(f"{path} must hold an object with name, aliases, stash_ids")
+            return loaded
+    return {}
+
+
+def read_performer(folder: Path) -> PerformerFolder:
+    metadata = _metadata(folder)
+    stash_ids = tuple(
+        (str(item["endpoint"]), str(item["stash_id"]))
+        for item in metadata.get("stash_ids") or []
+        if isinstance(item, dict) and item.get("endpoint") and item.get("stash_id")
+    )
+    universal = f"{stash_ids[0][0]}:{stash_ids[0][1]}" if stash_ids else f"local:{_slug(folder.name)}"
+    record = PerformerRecord(
+        id=universal,
+        name=str(metadata.get("name") or folder.name),
+        aliases=tuple(str(a) for a in metadata.get("aliases") or []),
+        stash_ids=stash_ids,
+        country=str(metadata.get("country") or ""),
+        image_url=str(metadata.get("image_url") or ""),
+        face_count=0,
+    )
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return PerformerFolder(record, images)
+
+
+def scan(root: Path) -> list[PerformerFolder]:
+    if not root.is_dir():
+        raise SourceError(f"{root} is not a folder; expected FOLDER/<performer>/<images>")
+    performers = [read_performer(folder) for folder in sorted(root.iterdir()) if folder.is_dir()]
+    performers = [p for p in performers if p.images]
+    if not performers:
+        raise SourceError(
+            f"no performer folders with images under {root} (expected FOLDER/<performer>/<images>)"
+        )
+    ids = Counter(p.record.id for p in performers)
+    duplicates = [pid for pid, n in ids.items() if n > 1]
+    if duplicates:
+        raise SourceError(f"several folders map to the same performer id: {', '.join(duplicates)}")
+    return performers
+
+
+def _reader(path: Path) -> SourceImage:
+    async def read() -> bytes:
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as error:
+            raise SourceError(f"cannot read {path}: {error.strerror or error}") from None
+
+    return SourceImage(str(path), read)
+
+
+class FolderSource:
+    kind = "folder"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.name = f"folder:{root}"
+
+    async def performers(self) -> AsyncIterator[SourcePerformer]:
+        for performer in await asyncio.to_thread(scan, self.root):
+            yield SourcePerformer(performer.record, [_reader(path) for path in performer.images])
