@@ -44,6 +44,14 @@ class IndexUnavailable(StashVisionError):
     """No usable face index (none built, corrupt, or built with another profile's recipe)."""
 
 
+class IndexVersionNotFound(StashVisionError):
+    """No face index version of that name in the active profile."""
+
+
+class IndexVersionConflict(StashVisionError):
+    """The version's state does not allow the action (deleting the active one, nothing to roll back to)."""
+
+
 class ProfileUnavailable(StashVisionError):
     """The face profile cannot run: a model it needs is not served."""
 

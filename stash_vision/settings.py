@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     face_index_ef_construction: int = Field(
         default=200, description="Voyager ef_construction of new face indexes."
     )
+    face_index_keep_versions: int = Field(
+        default=5,
+        description="Face index versions kept per profile (newest first; the active and previous ones are never deleted); 0 keeps all.",
+    )
     face_query_ef: int = Field(
         default=100,
         description="Voyager query_ef: candidates examined per look-up; 100 gives recall@10 0.96 at p99 1.6 ms on 100k 512-d faces (docs/benchmarks-voyager.md).",

@@ -25,6 +25,8 @@ CODES: dict[type[errors.StashVisionError], grpc.StatusCode] = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.InferenceFailed: grpc.StatusCode.INTERNAL,
     errors.IndexUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.IndexVersionNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.IndexVersionConflict: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ProfileUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.JobNotFound: grpc.StatusCode.NOT_FOUND,
     errors.JobConflict: grpc.StatusCode.FAILED_PRECONDITION,

@@ -343,8 +343,9 @@ CREATE INDEX faces_performer ON faces(performer_id);
 
 
 # -- publishing ---------------------------------------------------------------------------------
-def publish(root: Path, version_folder: Path) -> None:
-    """Point `root/current` at `version_folder` atomically (a new symlink renamed over the old one).
+def publish(root: Path, version_folder: Path, *, link_name: str = CURRENT_LINK) -> None:
+    """Point `root/current` (or `root/<link_name>`) at `version_folder` atomically (a new symlink
+    renamed over the old one).
 
     The target is stored relative to `root` when the version folder is inside it, so the whole root
     can be moved or mounted elsewhere. Refuses a folder without manifest.json (not a finished index)."""
@@ -352,7 +353,7 @@ def publish(root: Path, version_folder: Path) -> None:
     version_folder = Path(version_folder)
     read_manifest(version_folder)  # IndexNotFoundError / IndexCorruptError for an unfinished index
     root.mkdir(parents=True, exist_ok=True)
-    link = root / CURRENT_LINK
+    link = root / link_name
     if (link.exists() or link.is_symlink()) and not link.is_symlink():
         raise IndexBuildError(
             f"{link} is a real file or folder, not a symlink: move it aside before publishing"
@@ -363,7 +364,7 @@ def publish(root: Path, version_folder: Path) -> None:
         target = os.path.relpath(resolved_target, resolved_root)
     else:
         target = str(resolved_target)
-    temporary = root / f".{CURRENT_LINK}.{uuid.uuid4().hex}.tmp"
+    temporary = root / f".{link_name}.{uuid.uuid4().hex}.tmp"
     os.symlink(target, temporary, target_is_directory=True)
     try:
         os.replace(temporary, link)
