@@ -12,6 +12,7 @@ from typing import Any
 
 from stash_vision.server.errors import StashVisionError, StorageUnavailable
 from stash_vision.server.faces.identification import FaceIdentification
+from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.results.store import ResultStore
@@ -50,14 +51,17 @@ def job_kinds(
     paths: MediaPaths,
 ) -> list[JobKind[Any]]:
     target = IndexBuildTarget(
-        profile=faces.profile,
         indexes_dir=settings.face_indexes_dir,
-        server_target=settings.own_grpc_target,
-        api_key=settings.api_key,
+        embedding_cache=settings.data_dir / "embedding_cache" / "embeddings.db",
         m=settings.face_index_m,
         ef_construction=settings.face_index_ef_construction,
+        limits=ImageLimits(settings.max_image_pixels, settings.max_image_file_bytes),
     )
-    return [TagLibrary(images, videos, paths), IdentifyLibrary(faces, paths), BuildFaceIndex(target, paths)]
+    return [
+        TagLibrary(images, videos, paths),
+        IdentifyLibrary(faces, paths),
+        BuildFaceIndex(faces, target, paths),
+    ]
 
 
 async def open_jobs(settings: Settings, kinds: list[JobKind[Any]]) -> Jobs:

@@ -49,7 +49,9 @@ def test_build_an_index_then_identify_a_library(face_stack: Stack, tmp_path: Pat
     assert built["state"] == "succeeded", built
     [item] = results(face_stack, build["id"])
     report: dict[str, Any] = item["result"]
-    assert report["performers"] == len(identity_groups()) and report["version"]
+    assert report["performers"] == len(identity_groups()) and report["version"] and report["activated"]
+    stats = report["sources"][f"folder:{enrol.resolve()}"]
+    assert stats["performers"] == len(identity_groups()) and stats["faces_kept"] == report["faces"]
     index = httpx.get(f"{face_stack.http}/faces/index", timeout=30)
     assert index.status_code == 200, index.text
     assert report["version"] in index.text, "the server answers with the version the job published"
