@@ -6,13 +6,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "stash-vision"
+
+
+class StashBoxEndpoint(BaseModel):
+    """One stash-box instance (StashDB, FansDB, …) as Stash configures it: the GraphQL URL, the
+    user's API key, and the client-side request budget (stash-box servers have no limiter)."""
+
+    name: str
+    endpoint: str = Field(description="GraphQL URL, e.g. https://stashdb.org/graphql.")
+    api_key: str = ""
+    max_requests_per_minute: int = Field(default=240, ge=1)
 
 
 class Settings(BaseSettings):
@@ -132,6 +142,15 @@ class Settings(BaseSettings):
     path_mappings: dict[str, str] = Field(
         default_factory=dict,
         description="Prefix rewrites applied to incoming paths, e.g. {'/data': '/mnt/media'}.",
+    )
+
+    stash_url: str | None = Field(
+        default=None, description="Base URL of the user's Stash, e.g. http://localhost:9999; unset: no Stash."
+    )
+    stash_api_key: str | None = Field(default=None, description="Stash's API key (sent as the ApiKey header).")
+    stashbox_endpoints: list[StashBoxEndpoint] = Field(
+        default_factory=list,
+        description='stash-box instances, JSON [{"name", "endpoint", "api_key", "max_requests_per_minute"}].',
     )
 
     api_key: str | None = Field(default=None, description="When set, HTTP and gRPC callers must present it.")

@@ -1,0 +1,1 @@
+"""Stand-ins for the servers stash-vision talks to (Stash, stash-box), built on their real schemas."""
