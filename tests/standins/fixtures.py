@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,13 @@ from tests.conftest import shared_dir
 from tests.standins.stash import StashStandIn, default_fixtures, make_zip
 
 STASH_KEY = "stash-secret"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for "unreachable" tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def stash_schema() -> Path:

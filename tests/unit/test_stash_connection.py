@@ -5,7 +5,6 @@ with the key, paging of performers and images, and image downloads checked."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -21,7 +20,7 @@ from stash_vision.server.connections import (
 from stash_vision.server.media.paths import MediaLocation, MediaPaths
 from stash_vision.settings import Settings
 from tests.conftest import shared_dir
-from tests.standins.fixtures import STASH_KEY, stash_server
+from tests.standins.fixtures import STASH_KEY, free_port, stash_server
 from tests.standins.stash import STASH_PATH, VERSION, StashStandIn
 
 __all__ = ["stash_server"]
@@ -40,12 +39,6 @@ def connect(server: StashStandIn, key: str | None = STASH_KEY, **options: Any) -
 
 async def collect(items: AsyncIterator[T]) -> list[T]:
     return [item async for item in items]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_status_reports_version_and_a_working_key(stash_server: StashStandIn) -> None:
