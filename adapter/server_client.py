@@ -10,6 +10,7 @@ from stash_vision.server_channel import api_key_metadata, server_channel
 from stash_vision.settings import Settings
 from stash_vision.v1 import (
     faces_pb2_grpc,
+    indexes_pb2_grpc,
     inference_pb2_grpc,
     jobs_pb2_grpc,
     models_pb2,
@@ -45,6 +46,7 @@ class ServerClient:
         self.videos = video_tagging_pb2_grpc.VideoTaggingServiceStub(self.channel)
         self.faces = faces_pb2_grpc.FaceServiceStub(self.channel)
         self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
+        self.indexes = indexes_pb2_grpc.IndexServiceStub(self.channel)
 
     async def serving(self) -> bool:
         try:

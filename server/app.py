@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from stash_vision.catalog.entries import CatalogEntry, CatalogError
 from stash_vision.catalog.serving import active_profile, served_entries
 from stash_vision.server.api.face_servicer import FaceServicer
+from stash_vision.server.api.index_servicer import IndexServicer
 from stash_vision.server.api.job_servicer import add_to_server as add_job_servicer
 from stash_vision.server.api.servicers import (
     InferenceServicer,
@@ -46,6 +47,7 @@ from stash_vision.server.workers import CpuPool
 from stash_vision.settings import Settings
 from stash_vision.v1 import (
     faces_pb2_grpc,
+    indexes_pb2_grpc,
     inference_pb2_grpc,
     models_pb2_grpc,
     tagging_pb2_grpc,
@@ -111,7 +113,9 @@ def build_face_identification(
         profile,
         pipeline,
         problem,
-        IndexHolder(settings.face_indexes_dir, profile, pool),
+        IndexHolder(
+            settings.face_indexes_dir, profile, pool, keep_versions=settings.face_index_keep_versions
+        ),
         loader,
         loader.paths,
         pool,
@@ -175,6 +179,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     faces_pb2_grpc.add_FaceServiceServicer_to_server(FaceServicer(faces), server)
     jobs = await open_jobs(settings, job_kinds(settings, tagging, videos, faces, loader.paths))
     add_job_servicer(server, jobs)
+    indexes_pb2_grpc.add_IndexServiceServicer_to_server(IndexServicer(faces.indexes, pool, jobs), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -18,6 +18,7 @@ SERVICES = (
     "stash_vision.v1.VideoTaggingService",
     "stash_vision.v1.FaceService",
     "stash_vision.v1.JobService",
+    "stash_vision.v1.IndexService",
 )
 
 

@@ -15,6 +15,7 @@ import grpc
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from stash_vision.adapter.routes.indexes import list_versions, version_json
 from stash_vision.adapter.server_client import http_error, server_of
 from stash_vision.adapter.streaming import stream_result
 from stash_vision.v1 import faces_pb2, media_pb2
@@ -371,6 +372,10 @@ async def face_index(request: Request) -> dict[str, Any]:
         )
     except grpc.aio.AioRpcError as error:
         raise http_error(error) from None
+    try:
+        versions = [version_json(v) for v in (await list_versions(client)).versions]
+    except grpc.aio.AioRpcError:
+        versions = []  # an older server without IndexService: the rest of the answer still holds
     return {
         **_answered_by(reply.answered_by),
         "index_loaded": reply.index_loaded,
@@ -380,4 +385,5 @@ async def face_index(request: Request) -> dict[str, Any]:
         "embedders": list(reply.embedders),
         "detector": reply.detector,
         "max_distance": reply.max_distance,
+        "versions": versions,
     }

@@ -876,4 +876,5 @@ def test_face_index() -> None:
         "embedders": ["facenet", "arcface"],
         "detector": "retinaface_r50",
         "max_distance": 0.5,
+        "versions": [],  # this fake server has no IndexService
     }
