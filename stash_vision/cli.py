@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from stash_vision import cli_jobs
+from stash_vision import cli_index, cli_jobs
 from stash_vision.catalog.entries import Catalog, CatalogEntry, CatalogError
 from stash_vision.catalog.fetcher import FetchError, fetch, is_fetched
 from stash_vision.catalog.serving import served_entries, served_names
@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="enrol FOLDER/<performer>/<images> into a new face index of the active profile (needs the server running)",
     )
     build_parser_.add_argument("folder", help="one sub-folder per performer; optional performer.json in each")
+    cli_index.add_parsers(index)
     cli_jobs.add_parser(commands)
     return parser
 
@@ -327,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     key = {"models": getattr(args, "models_command", ""), "index": getattr(args, "index_command", "")}.get(
         args.command, args.command
     )
+    handler = cli_index.run if args.command == "index" and key in cli_index.COMMANDS else handlers[key]
     try:
-        return handlers[key](settings, args)
+        return handler(settings, args)
     except (CatalogError, ProfileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
