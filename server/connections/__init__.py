@@ -12,9 +12,14 @@ from stash_vision.server.connections.errors import (
 )
 from stash_vision.server.connections.graphql import GraphQLClient
 from stash_vision.server.connections.rate import RateBudget, budget_for
-from stash_vision.server.connections.stash import Remote, StashConnection, StashStatus
+from stash_vision.server.connections.stash import Remote, StashConnection
+from stash_vision.server.connections.stashbox import BoxImage, BoxPerformer, StashBoxConnection
+from stash_vision.server.connections.status import SourceStatus
+from stash_vision.server.connections.status import SourceStatus as StashStatus
 
 __all__ = [
+    "BoxImage",
+    "BoxPerformer",
     "GraphQLClient",
     "RateBudget",
     "Remote",
@@ -23,7 +28,9 @@ __all__ = [
     "SourceError",
     "SourceNotFound",
     "SourceQueryFailed",
+    "SourceStatus",
     "SourceUnreachable",
+    "StashBoxConnection",
     "StashConnection",
     "StashStatus",
     "budget_for",

@@ -155,6 +155,9 @@ class GraphQLClient:
         all_headers = {**self.headers_for(url), **(headers or {})}
         last = ""
         for attempt in range(self.retries + 1):
+            # The client is made before the budget is taken, so that its set-up (TLS context) does
+            # not delay this request toward the next one's slot.
+            self._client()
             if self.budget is not None:
                 await self.budget.acquire()
             wait: float | None = None

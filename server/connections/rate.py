@@ -25,13 +25,13 @@ class RateBudget:
         max_requests: int,
         window_s: float = 60.0,
         *,
-        margin_s: float = 0.05,
+        margin_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_requests < 1:
             raise ValueError("max_requests must be at least 1")
         self.max_requests = max_requests
-        self.window_s = window_s + margin_s
+        self.window_s = window_s + (max(0.1, window_s / 100) if margin_s is None else margin_s)
         self._clock = clock
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()

@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 from PIL import Image as PILImage
 
 from stash_vision.server.connections.errors import (
-    SourceAuthFailed,
     SourceBadContent,
-    SourceError,
     SourceNotFound,
 )
 from stash_vision.server.connections.graphql import GraphQLClient
+from stash_vision.server.connections.status import SourceStatus as StashStatus
+from stash_vision.server.connections.status import probe
 from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound
 from stash_vision.server.media.paths import MediaLocation, MediaPaths
 
@@ -43,17 +43,6 @@ _PERFORMERS = """query Performers($filter: FindFilterType) { findPerformers(filt
 def endpoint_domain(endpoint: str) -> str:
     """`https://stashdb.org/graphql` → `stashdb.org`: the prefix of universal performer ids."""
     return (urlsplit(endpoint).hostname or endpoint).lower()
-
-
-@dataclass(frozen=True)
-class StashStatus:
-    """What /health shows about Stash."""
-
-    configured: bool
-    reachable: bool = False
-    version: str | None = None
-    key_ok: bool | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,15 +146,8 @@ class StashConnection:
         await self.client.aclose()
 
     async def status(self) -> StashStatus:
-        """Reachable, its version, and whether the key works (Stash checks it on every request
-        when credentials are configured, so a wrong key fails even `version`)."""
-        try:
-            data = await self.client.execute("query { version { version } }")
-        except SourceAuthFailed as error:
-            return StashStatus(True, reachable=True, key_ok=False, error=str(error))
-        except SourceError as error:
-            return StashStatus(True, reachable=False, error=str(error))
-        return StashStatus(True, reachable=True, version=data["version"].get("version"), key_ok=True)
+        """Reachable, its version, and whether the key works."""
+        return await probe(self.client)
 
     async def find_scene(self, scene_id: str) -> StashScene:
         data = await self.client.execute(_SCENE, {"id": scene_id})

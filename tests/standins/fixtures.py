@@ -10,8 +10,10 @@ import pytest
 
 from tests.conftest import shared_dir
 from tests.standins.stash import StashStandIn, default_fixtures, make_zip
+from tests.standins.stashbox import StashBoxStandIn, default_performers
 
 STASH_KEY = "stash-secret"
+STASHBOX_KEY = "box-secret"
 
 
 def free_port() -> int:
@@ -34,4 +36,11 @@ def stash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StashStan
     testdata = shared_dir() / "testdata"
     fixtures = default_fixtures(testdata, make_zip(testdata, tmp_path_factory.mktemp("zip")))
     with StashStandIn(stash_schema(), fixtures, api_key=STASH_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stashbox_server() -> Iterator[StashBoxStandIn]:
+    performers = default_performers(shared_dir() / "testdata")
+    with StashBoxStandIn(stashbox_schema(), performers, api_key=STASHBOX_KEY) as server:
         yield server
