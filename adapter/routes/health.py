@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stash_vision import __version__
 from stash_vision.adapter.server_client import ServerClient, server_of
+from stash_vision.adapter.stash_health import StashHealth
+from stash_vision.settings import Settings
 from stash_vision.v1 import models_pb2
 
 router = APIRouter()
@@ -35,6 +37,15 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"detail": f"No pipelines loaded: {reason}"}, status_code=503)
 
 
+def _stash_health(request: Request) -> StashHealth:
+    """One per app, made on first use from the app's settings (the environment when it has none)."""
+    state = request.app.state
+    if getattr(state, "stash_health", None) is None:
+        state.stash_health = StashHealth(getattr(state, "settings", None) or Settings())
+    health: StashHealth = state.stash_health
+    return health
+
+
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     client = server_of(request)
@@ -51,6 +62,8 @@ async def health(request: Request) -> JSONResponse:
         "current_device_name": "cpu",
         "cuda_memory_allocated_bytes": None,
         "cuda_memory_reserved_bytes": None,
+        # Added for the dashboard; the successor client ignores keys it does not read.
+        "stash": await _stash_health(request).status(),
     }
     try:
         serving = await client.serving()

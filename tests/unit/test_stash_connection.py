@@ -157,3 +157,27 @@ def test_downloads_that_are_not_images_are_refused_clearly(stash_server: StashSt
         run(connection.fetch_bytes(f"{stash_server.url}/image/404/image"))
     with pytest.raises(SourceBadContent, match="larger than 1000 bytes"):
         run(connection.fetch_bytes(f"{stash_server.url}/image/1/image", max_bytes=1000))
+
+
+def test_health_object_is_cached_and_says_when_stash_is_not_configured(
+    stash_server: StashStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stash_vision.adapter.stash_health import StashHealth
+
+    monkeypatch.delenv("STASH_VISION_STASH_URL", raising=False)
+    assert run(StashHealth(Settings()).status()) == {
+        "configured": False,
+        "reachable": False,
+        "version": None,
+        "key_ok": None,
+        "error": None,
+    }
+    health = StashHealth(Settings(stash_url=stash_server.url, stash_api_key=STASH_KEY))
+
+    async def twice() -> list[dict[str, Any]]:
+        return [await health.status(), await health.status()]
+
+    before = stash_server.traffic.count("/graphql")
+    first, second = run(twice())
+    assert first == second and first["version"] == VERSION and first["key_ok"] is True
+    assert stash_server.traffic.count("/graphql") - before == 1
