@@ -211,7 +211,7 @@ class StashConnection:
                 return
             page += 1
 
-    def _local(self, path: str | None) -> MediaLocation | None:
+    def local(self, path: str | None) -> MediaLocation | None:
         """The file here, when the path (after mappings) is readable; None to go through Stash."""
         if not path:
             return None
@@ -222,7 +222,7 @@ class StashConnection:
 
     async def resolve_scene(self, scene_id: str) -> Path | Remote:
         scene = await self.find_scene(scene_id)
-        local = self._local(scene.path)
+        local = self.local(scene.path)
         if local is not None and local.member is None:
             return local.path
         if not scene.stream_url:
@@ -231,7 +231,7 @@ class StashConnection:
 
     async def resolve_image(self, image_id: str) -> MediaLocation | Remote:
         image = await self.find_image(image_id)
-        local = self._local(image.path)
+        local = self.local(image.path)
         if local is not None:
             return local
         if not image.url:

@@ -22,7 +22,7 @@ from stash_vision.settings import Settings
 
 from .api import JobPage, Jobs, JobUpdate, ResultPage
 from .kinds.base import JobKind
-from .kinds.build_face_index import BuildFaceIndex, IndexBuildTarget
+from .kinds.build_face_index import BuildFaceIndex, IndexBuildTarget, SourceContext
 from .kinds.identify_library import IdentifyLibrary
 from .kinds.tag_library import TagLibrary
 from .model import Job, JobState
@@ -60,7 +60,7 @@ def job_kinds(
     return [
         TagLibrary(images, videos, paths),
         IdentifyLibrary(faces, paths),
-        BuildFaceIndex(faces, target, paths),
+        BuildFaceIndex(faces, target, SourceContext(paths, settings, target.limits)),
     ]
 
 

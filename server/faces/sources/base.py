@@ -36,3 +36,7 @@ class FaceSource(Protocol):
     def performers(self) -> AsyncIterator[SourcePerformer]:
         """Every performer with at least one image; SourceError when the source cannot be read."""
         ...
+
+    async def aclose(self) -> None:
+        """Closes the source's connections, if any."""
+        ...

@@ -106,3 +106,6 @@ class FolderSource:
     async def performers(self) -> AsyncIterator[SourcePerformer]:
         for performer in await asyncio.to_thread(scan, self.root):
             yield SourcePerformer(performer.record, [_reader(path) for path in performer.images])
+
+    async def aclose(self) -> None:
+        pass

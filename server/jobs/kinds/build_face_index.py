@@ -1,8 +1,10 @@
 """`build-face-index`: a new face-index version of the active profile from one or more sources,
 built in the server with the pipeline that will query it (server/faces/enrolment/build.py).
 
-Params: `sources`, a list of `{"kind": "folder", "path": …}` (the other kinds plug into
-`SOURCE_KINDS`), or the shorthand `folder`; `max_faces_per_performer` (20); `activate` (true:
+Params: `sources`, a list of `{"kind": "folder", "path": …}`, `{"kind": "stash", "solo_images":
+true, "max_images": 10}` (the connected Stash), `{"kind": "stash-box", "name": <configured
+endpoint>, "size": "600", "max_images": 10}` (one entry per source module in `SOURCE_KINDS`), or
+the shorthand `folder`; `max_faces_per_performer` (20); `activate` (true:
 the version serves as soon as it is written; false: it waits to be activated).
 
 The build is one item: a version is written whole or not at all, so an interrupted build runs
@@ -11,20 +13,26 @@ cache."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stash_vision.server.connections.stash import StashConnection
+from stash_vision.server.connections.stashbox import IMAGE_SIZES, StashBoxConnection
 from stash_vision.server.errors import InvalidInput, StashVisionError
 from stash_vision.server.faces.enrolment.build import Enroller, build_version
 from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
 from stash_vision.server.faces.identification import FaceIdentification
-from stash_vision.server.faces.index.writer import publish
+from stash_vision.server.faces.index.versions import Lineage, active_version, write_lineage
 from stash_vision.server.faces.sources.base import FaceSource
 from stash_vision.server.faces.sources.folder import FolderSource
+from stash_vision.server.faces.sources.stash import StashSource
+from stash_vision.server.faces.sources.stashbox import StashBoxSource
 from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
+from stash_vision.settings import Settings
 
 from .base import ItemFailed, ItemOutcome, ItemProblem, boolean, check_keys, number
 
@@ -50,26 +58,86 @@ class BuildFaceIndexParams:
     activate: bool
 
 
-def _folder_source(spec: Mapping[str, Any], paths: MediaPaths) -> FaceSource:
+@dataclass(frozen=True)
+class SourceContext:
+    """What making a source may use: path rules, the Stash and stash-box settings, image limits."""
+
+    paths: MediaPaths
+    settings: Settings
+    limits: ImageLimits
+
+
+def _max_images(spec: Mapping[str, Any], default: int) -> int:
+    return int(number(spec, "max_images", default, minimum=1) or default)
+
+
+# A source kind checks its spec at once (submit time) and returns how to make the source when the
+# build runs (connections are opened then, and closed when it ends).
+SourceMaker = Callable[[], FaceSource]
+
+
+def _folder_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMaker:
     check_keys(spec, {"kind", "path"}, "folder source")
     path = spec.get("path")
     if not isinstance(path, str) or not path:
         raise InvalidInput("a folder source needs path: FOLDER/<performer>/<images> on the server")
-    return FolderSource(paths.resolve_dir(path))
+    root = context.paths.resolve_dir(path)
+    return lambda: FolderSource(root)
+
+
+def _stash_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMaker:
+    check_keys(spec, {"kind", "solo_images", "max_images"}, "stash source")
+    if not context.settings.stash_url:
+        raise InvalidInput(
+            "a stash source needs the connection to Stash: set STASH_VISION_STASH_URL (and _API_KEY)"
+        )
+    solo, max_images = boolean(spec, "solo_images", True), _max_images(spec, 10)
+
+    def make() -> FaceSource:
+        connection = StashConnection.from_settings(context.settings)
+        assert connection is not None
+        return StashSource(connection, context.limits, solo_images=solo, max_images=max_images)
+
+    return make
+
+
+def _stashbox_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMaker:
+    check_keys(spec, {"kind", "name", "max_images", "size"}, "stash-box source")
+    endpoints = {e.name: e for e in context.settings.stashbox_endpoints}
+    name = spec.get("name")
+    if not isinstance(name, str) or name not in endpoints:
+        known = ", ".join(sorted(endpoints)) or "none (set STASH_VISION_STASHBOX_ENDPOINTS)"
+        raise InvalidInput(
+            f"a stash-box source names a configured endpoint; configured: {known}, got {name!r}"
+        )
+    size = spec.get("size", "600")
+    if size not in IMAGE_SIZES:
+        raise InvalidInput(f"size must be one of {', '.join(IMAGE_SIZES)}, got {size!r}")
+    endpoint, max_images = endpoints[name], _max_images(spec, 10)
+    return lambda: StashBoxSource(
+        StashBoxConnection(endpoint),
+        size=str(size),
+        max_images=max_images,
+        max_bytes=context.limits.max_file_bytes,
+    )
 
 
 # kind -> how a source of that kind is made from its parameters (one entry per source module).
-SOURCE_KINDS: dict[str, Callable[[Mapping[str, Any], MediaPaths], FaceSource]] = {"folder": _folder_source}
+SOURCE_KINDS: dict[str, Callable[[Mapping[str, Any], SourceContext], SourceMaker]] = {
+    "folder": _folder_source,
+    "stash": _stash_source,
+    "stash-box": _stashbox_source,
+}
 
 
 class BuildFaceIndex:
     name = "build-face-index"
     unit = "indexes"
 
-    def __init__(self, faces: FaceIdentification, target: IndexBuildTarget, paths: MediaPaths) -> None:
+    def __init__(self, faces: FaceIdentification, target: IndexBuildTarget, context: SourceContext) -> None:
         self.faces = faces
         self.target = target
-        self.paths = paths
+        self.context = context
 
     def parse(self, params: Mapping[str, Any]) -> BuildFaceIndexParams:
         check_keys(params, {"sources", "folder", "max_faces_per_performer", "activate"}, self.name)
@@ -85,20 +153,20 @@ class BuildFaceIndex:
         if not specs:
             raise InvalidInput("a build-face-index job needs sources (or folder)")
         for spec in specs:
-            self._source(spec)  # validates it now, at submit time
+            self._source(spec)  # checks it now, at submit time
         max_faces = number(params, "max_faces_per_performer", DEFAULT_MAX_FACES, minimum=1)
         return BuildFaceIndexParams(
             tuple(specs), int(max_faces or DEFAULT_MAX_FACES), boolean(params, "activate", True)
         )
 
-    def _source(self, spec: Mapping[str, Any]) -> FaceSource:
+    def _source(self, spec: Mapping[str, Any]) -> SourceMaker:
         kind = spec.get("kind")
         make = SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
         if make is None:
             raise InvalidInput(
                 f"unknown source kind {kind!r}; this server builds from: {', '.join(sorted(SOURCE_KINDS))}"
             )
-        return make(spec, self.paths)
+        return make(spec, self.context)
 
     def items(self, params: BuildFaceIndexParams) -> Iterator[str | ItemProblem]:
         yield " + ".join(f"{s.get('kind')}:{s.get('path') or s.get('name') or ''}" for s in params.sources)
@@ -107,10 +175,11 @@ class BuildFaceIndex:
         target = self.target
         pipeline = self.faces.pipeline  # ProfileUnavailable when the profile's models are not served
         cache = EmbeddingCache(target.embedding_cache)
+        sources = [self._source(spec)() for spec in params.sources]
         try:
             enroller = Enroller(pipeline, self.faces.profile, cache, self.faces.pool, target.limits)
             result = await build_version(
-                [self._source(spec) for spec in params.sources],
+                sources,
                 enroller,
                 target.indexes_dir,
                 m=target.m,
@@ -121,8 +190,16 @@ class BuildFaceIndex:
             raise ItemFailed(str(error), type(error).__name__) from None
         finally:
             cache.close()
+            for source in sources:
+                await source.aclose()
+        root = target.indexes_dir / self.faces.profile.name
+        parent = active_version(root) or ""
+        await asyncio.to_thread(
+            write_lineage, result.folder, Lineage(parent=parent, build_job="", origin="build")
+        )
         if params.activate:
-            publish(target.indexes_dir / self.faces.profile.name, result.folder)
+            # Loaded and checked before it serves; queries in flight finish on the old version.
+            await self.faces.indexes.activate(result.version)
         return ItemOutcome(
             {
                 "version": result.version,
