@@ -147,7 +147,9 @@ class Settings(BaseSettings):
     stash_url: str | None = Field(
         default=None, description="Base URL of the user's Stash, e.g. http://localhost:9999; unset: no Stash."
     )
-    stash_api_key: str | None = Field(default=None, description="Stash's API key (sent as the ApiKey header).")
+    stash_api_key: str | None = Field(
+        default=None, description="Stash's API key (sent as the ApiKey header)."
+    )
     stashbox_endpoints: list[StashBoxEndpoint] = Field(
         default_factory=list,
         description='stash-box instances, JSON [{"name", "endpoint", "api_key", "max_requests_per_minute"}].',
