@@ -9,6 +9,11 @@ inference. A performer met in several sources (the same universal id) pools its 
 version is written to its own folder (`IndexWriter`, manifest last); whether it serves is the
 caller's decision, so a failed or cancelled build leaves nothing but its log.
 
+A source that can skip what did not change (a stash-box asked only for performers updated since
+the parent version's watermark, see `incremental`) hands the rest back through `carry_over`: those
+performers' faces come unchanged from the parent version, pool with the other sources' faces, and
+are kept as they are when nothing new joins them (they were selected with the same settings).
+
 Statistics are kept per source: performers seen, images read, faces kept, rejections by reason."""
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ class SourceStats:
     images: int = 0
     faces_kept: int = 0
     cached: int = 0  # images answered by the embedding cache (no inference)
+    carried: int = 0  # performers carried over from the parent version (not fetched)
     rejected: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -53,8 +59,39 @@ class SourceStats:
             "images": self.images,
             "faces_kept": self.faces_kept,
             "cached": self.cached,
+            "carried": self.carried,
             "rejected": dict(self.rejected),
         }
+
+
+@dataclass(frozen=True)
+class KnownPerformer:
+    """A performer as one source gave it to a build: its record and the keys of its images (what
+    a later build needs to tell that source's faces of the performer from other sources')."""
+
+    record: PerformerRecord
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PooledFace:
+    """A candidate face with what the index stores about it; `carried` when it comes unchanged
+    from the parent version instead of from an image read in this build."""
+
+    candidate: Candidate
+    yaw: float
+    detection_score: float
+    source: str
+    carried: bool = False
+
+
+@dataclass(frozen=True)
+class CarriedPerformer:
+    """A performer a source did not fetch again (unchanged since the parent version), with the
+    faces the parent version kept for it from that source."""
+
+    known: KnownPerformer
+    faces: tuple[PooledFace, ...]
 
 
 @dataclass
@@ -65,12 +102,14 @@ class BuildResult:
     faces: int
     per_source: dict[str, SourceStats]
     performers_without_faces: list[str]
+    # source name -> universal id -> the performer as that source gave it (carried ones included)
+    seen: dict[str, dict[str, KnownPerformer]] = field(default_factory=dict)
 
 
 @dataclass
 class _Pooled:
     record: PerformerRecord
-    candidates: list[tuple[Candidate, EmbeddedFace, str]] = field(default_factory=list)  # + source name
+    faces: list[PooledFace] = field(default_factory=list)
 
 
 class Enroller:
@@ -120,10 +159,14 @@ async def build_version(
     ef_construction: int,
     max_faces_per_performer: int,
     progress: Callable[[str, SourceStats], None] = lambda _name, _stats: None,
+    carry_over: Callable[[FaceSource], Awaitable[Iterable[CarriedPerformer]]] | None = None,
 ) -> BuildResult:
+    """`carry_over(source)` is asked after the source's walk (so it knows what the walk fetched)
+    for the performers it skipped, whose faces the parent version supplies."""
     profile = enroller.profile
     pooled: dict[str, _Pooled] = {}
     per_source: dict[str, SourceStats] = {}
+    seen: dict[str, dict[str, KnownPerformer]] = {}
     slots = asyncio.Semaphore(_IMAGES_IN_FLIGHT)
 
     async def one(image: SourceImage, stats: SourceStats) -> tuple[EmbeddedFace | None, SourceImage]:
@@ -142,14 +185,29 @@ async def build_version(
 
     for source in sources:
         stats = per_source.setdefault(source.name, SourceStats())
+        known = seen.setdefault(source.name, {})
         async for performer in source.performers():
             stats.performers += 1
+            known[performer.record.id] = KnownPerformer(
+                performer.record, tuple(i.key for i in performer.images)
+            )
             entry = pooled.setdefault(performer.record.id, _Pooled(performer.record))
             for face, image in await asyncio.gather(*(one(i, stats) for i in performer.images)):
                 if face is not None:
                     quality = face.face.confidence * min(1.0, face.face.width * face.face.height / 10000.0)
-                    entry.candidates.append((Candidate(image.key, face.vectors, quality), face, source.name))
+                    candidate = Candidate(image.key, face.vectors, quality)
+                    entry.faces.append(
+                        PooledFace(candidate, face.face.yaw_degrees, face.face.confidence, source.name)
+                    )
             progress(source.name, stats)
+        for carried in await carry_over(source) if carry_over else ():
+            if carried.known.record.id in known:
+                continue  # fetched again in this walk: the fresh faces replace the parent's
+            stats.carried += 1
+            known[carried.known.record.id] = carried.known
+            pooled.setdefault(carried.known.record.id, _Pooled(carried.known.record)).faces.extend(
+                carried.faces
+            )
 
     writer = IndexWriter(
         {e.name: e.dimensions for e in profile.embedders}, profile.recipe(), m, ef_construction
@@ -157,37 +215,47 @@ async def build_version(
     without: list[str] = []
     faces_total = 0
     for entry in pooled.values():
-        selection = select_faces(
-            [c for c, _, _ in entry.candidates],
-            profile.weights(),
-            max_faces=max_faces_per_performer,
-            same_person_distance=profile.thresholds.max_distance,
-            duplicate_distance=profile.enrollment.duplicate_distance,
-        )
-        origin = {id(c): (face, name) for c, face, name in entry.candidates}
-        for candidate, reason in selection.rejected:
-            per_source[origin[id(candidate)][1]].rejected[reason] += 1
-        if not selection.kept:
+        kept = _select(entry.faces, profile, max_faces_per_performer, per_source)
+        if not kept:
             without.append(entry.record.name)
             continue
         writer.add_performer(entry.record)
-        for candidate in selection.kept:
-            face, name = origin[id(candidate)]
-            per_source[name].faces_kept += 1
+        for chosen in kept:
+            per_source[chosen.source].faces_kept += 1
             writer.add_face(
                 entry.record.id,
-                candidate.vectors,
-                source=candidate.key,
-                quality=candidate.quality,
-                yaw=face.face.yaw_degrees,
-                detection_score=face.face.confidence,
+                chosen.candidate.vectors,
+                source=chosen.candidate.key,
+                quality=chosen.candidate.quality,
+                yaw=chosen.yaw,
+                detection_score=chosen.detection_score,
             )
             faces_total += 1
     if faces_total == 0:
         raise StashVisionError("no face passed the enrolment gates in any source; nothing was written")
     version, folder = _new_version(indexes_dir / profile.name)
     await asyncio.to_thread(writer.write, folder, version, [s.name for s in sources], profile.detector.model)
-    return BuildResult(version, folder, writer.performer_count, faces_total, per_source, without)
+    return BuildResult(version, folder, writer.performer_count, faces_total, per_source, without, seen)
+
+
+def _select(
+    faces: list[PooledFace], profile: FaceProfile, max_faces: int, per_source: dict[str, SourceStats]
+) -> list[PooledFace]:
+    """The faces a performer keeps. Faces all carried from the parent version were selected there
+    with the same settings and stay as they are; anything new joining them is selected afresh."""
+    if all(face.carried for face in faces):
+        return faces
+    selection = select_faces(
+        [face.candidate for face in faces],
+        profile.weights(),
+        max_faces=max_faces,
+        same_person_distance=profile.thresholds.max_distance,
+        duplicate_distance=profile.enrollment.duplicate_distance,
+    )
+    origin = {id(face.candidate): face for face in faces}
+    for candidate, reason in selection.rejected:
+        per_source[origin[id(candidate)].source].rejected[reason] += 1
+    return [origin[id(candidate)] for candidate in selection.kept]
 
 
 def _new_version(root: Path) -> tuple[str, Path]:

@@ -192,6 +192,21 @@ class FaceIndex:
         universal_id = self._faces[row]
         return None if universal_id is None else self._performers.get(universal_id)
 
+    def vectors(self, rows: Sequence[int]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors of `rows`, per embedder, as (n, dim) arrays: L2-normalised, as Voyager
+        keeps them for cosine (what a build carries over unchanged from this version)."""
+        wanted = [int(row) for row in rows]
+        if any(row < 0 or row >= self._rows for row in wanted):
+            raise IndexQueryError(f"rows must lie in 0..{self._rows - 1}")
+        return {
+            name: np.asarray(embedder.index.get_vectors(wanted), dtype=np.float32).reshape(
+                len(wanted), embedder.dim
+            )
+            if wanted
+            else np.empty((0, embedder.dim), dtype=np.float32)
+            for name, embedder in self._embedders.items()
+        }
+
     # -- search -------------------------------------------------------------------------------
     def query(
         self, vectors: Mapping[str, npt.ArrayLike], k: int, query_ef: int

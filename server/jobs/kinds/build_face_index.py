@@ -5,11 +5,13 @@ Params: `sources`, a list of `{"kind": "folder", "path": …}`, `{"kind": "stash
 true, "max_images": 10}` (the connected Stash), `{"kind": "stash-box", "name": <configured
 endpoint>, "size": "600", "max_images": 10}` (one entry per source module in `SOURCE_KINDS`), or
 the shorthand `folder`; `max_faces_per_performer` (20); `activate` (true:
-the version serves as soon as it is written; false: it waits to be activated).
+the version serves as soon as it is written; false: it waits to be activated); `full` (false: a
+stash-box source fetches only performers updated since the active version's watermark and
+carries the rest over from it, server/faces/enrolment/incremental.py; true: fetch everything).
 
 The build is one item: a version is written whole or not at all, so an interrupted build runs
 again from the start — quickly, since every image already embedded is answered by the embedding
-cache."""
+cache, and a stash-box source resumes from the same watermark (a failed build records none)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from stash_vision.server.connections.stashbox import IMAGE_SIZES, StashBoxConnec
 from stash_vision.server.errors import InvalidInput, StashVisionError
 from stash_vision.server.faces.enrolment.build import Enroller, build_version
 from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
+from stash_vision.server.faces.enrolment.incremental import plan_build, write_source_states
 from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.faces.index.versions import Lineage, active_version, write_lineage
 from stash_vision.server.faces.sources.base import FaceSource
@@ -56,6 +59,7 @@ class BuildFaceIndexParams:
     sources: tuple[Mapping[str, Any], ...]
     max_faces: int
     activate: bool
+    full: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class BuildFaceIndex:
         self.context = context
 
     def parse(self, params: Mapping[str, Any]) -> BuildFaceIndexParams:
-        check_keys(params, {"sources", "folder", "max_faces_per_performer", "activate"}, self.name)
+        check_keys(params, {"sources", "folder", "max_faces_per_performer", "activate", "full"}, self.name)
         specs: list[Mapping[str, Any]] = []
         if "folder" in params:
             specs.append({"kind": "folder", "path": params["folder"]})
@@ -156,7 +160,10 @@ class BuildFaceIndex:
             self._source(spec)  # checks it now, at submit time
         max_faces = number(params, "max_faces_per_performer", DEFAULT_MAX_FACES, minimum=1)
         return BuildFaceIndexParams(
-            tuple(specs), int(max_faces or DEFAULT_MAX_FACES), boolean(params, "activate", True)
+            tuple(specs),
+            int(max_faces or DEFAULT_MAX_FACES),
+            boolean(params, "activate", True),
+            boolean(params, "full", False),
         )
 
     def _source(self, spec: Mapping[str, Any]) -> SourceMaker:
@@ -176,7 +183,17 @@ class BuildFaceIndex:
         pipeline = self.faces.pipeline  # ProfileUnavailable when the profile's models are not served
         cache = EmbeddingCache(target.embedding_cache)
         sources = [self._source(spec)() for spec in params.sources]
+        root = target.indexes_dir / self.faces.profile.name
+        parent = active_version(root) or ""  # the version this build is based on
         try:
+            plan = await asyncio.to_thread(
+                plan_build,
+                root / parent if parent else None,
+                sources,
+                self.faces.profile,
+                params.max_faces,
+                full=params.full,
+            )
             enroller = Enroller(pipeline, self.faces.profile, cache, self.faces.pool, target.limits)
             result = await build_version(
                 sources,
@@ -185,18 +202,20 @@ class BuildFaceIndex:
                 m=target.m,
                 ef_construction=target.ef_construction,
                 max_faces_per_performer=params.max_faces,
+                carry_over=plan.carry_over,
             )
+            states = plan.states_after(sources, result)
         except StashVisionError as error:
             raise ItemFailed(str(error), type(error).__name__) from None
         finally:
             cache.close()
             for source in sources:
                 await source.aclose()
-        root = target.indexes_dir / self.faces.profile.name
-        parent = active_version(root) or ""
         await asyncio.to_thread(
             write_lineage, result.folder, Lineage(parent=parent, build_job="", origin="build")
         )
+        if states:
+            await asyncio.to_thread(write_source_states, result.folder, states)
         if params.activate:
             # Loaded and checked before it serves; queries in flight finish on the old version.
             await self.faces.indexes.activate(result.version)
@@ -209,5 +228,6 @@ class BuildFaceIndex:
                 "faces": result.faces,
                 "sources": {name: stats.as_dict() for name, stats in result.per_source.items()},
                 "performers_without_faces": result.performers_without_faces,
+                "fetched": plan.modes,  # per stash-box source: in full, or updated since a watermark
             }
         )
