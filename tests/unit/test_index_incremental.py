@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bench.in_process import OrtSession
+from stash_vision.server.errors import InvalidInput
 from stash_vision.server.faces.enrolment.build import BuildResult, Enroller, build_version
 from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
 from stash_vision.server.faces.enrolment.incremental import (
@@ -32,7 +33,10 @@ from stash_vision.server.faces.index.store import FaceIndex
 from stash_vision.server.faces.index.versions import active_version, set_active
 from stash_vision.server.faces.sources.base import FaceSource
 from stash_vision.server.faces.sources.folder import FolderSource
+from stash_vision.server.jobs.kinds.build_face_index import BuildFaceIndex, SourceContext
+from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.workers import CpuPool
+from stash_vision.settings import Settings
 from tests.conftest import shared_dir, shared_file
 from tests.standins.fixtures import STASHBOX_KEY, stashbox_schema
 from tests.standins.stashbox import EPOCH, StashBoxStandIn, default_performers
@@ -212,3 +216,13 @@ def test_a_release_round_trip_leaves_the_watermark_behind(
 
     asyncio.run(scenario())
     builds.cache.close()
+
+
+def test_the_job_takes_full(tmp_path: Path) -> None:
+    """`full` is a boolean param of build-face-index, false unless asked for."""
+    context = SourceContext(MediaPaths([tmp_path], {}), Settings(data_dir=tmp_path), LIMITS)
+    kind = BuildFaceIndex(None, None, context)  # type: ignore[arg-type]  # parse uses neither
+    assert kind.parse({"folder": str(tmp_path)}).full is False
+    assert kind.parse({"folder": str(tmp_path), "full": True}).full is True
+    with pytest.raises(InvalidInput):
+        kind.parse({"folder": str(tmp_path), "full": "yes"})
