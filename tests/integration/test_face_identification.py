@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -34,11 +34,9 @@ def identity_groups() -> dict[str, list[str]]:
     return groups
 
 
-def people_not_in_groups() -> list[str]:
-    """Photos whose person is in no identity group. The pivot CSV labels more pairs than master.csv:
-    photos it ties to a group member (e.g. img53-56 are group04's person) are left out, so only
-    truly unknown people remain."""
-    enrolled = {f for files in identity_groups().values() for f in files}
+def same_person() -> Callable[[str], str]:
+    """Photo -> a representative photo of its person, from the labelled pairs of the pivot CSV and
+    master.csv (the pivot CSV labels more pairs: e.g. img53-56 are group04's person)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -57,6 +55,14 @@ def people_not_in_groups() -> list[str]:
         find(a), find(b)
         if same:
             parent[find(a)] = find(b)
+    return find
+
+
+def people_not_in_groups() -> list[str]:
+    """Photos whose person is in no identity group. Photos the labelled pairs tie to a group
+    member are left out, so only truly unknown people remain."""
+    enrolled = {f for files in identity_groups().values() for f in files}
+    find = same_person()
     enrolled_roots = {find(f) for f in enrolled}
     photos = sorted(p.name for p in shared_dir().joinpath(FACES).glob("img*.jpg"))
     return [p for p in photos if p not in enrolled and find(p) not in enrolled_roots and "_" not in p]

@@ -36,6 +36,12 @@ def default_performers(testdata: Path, extra: int = 27) -> dict[str, dict[str, A
         ("Dana", ["img16.jpg"]),
         ("Eve", ["img3.jpg"]),
     ] + [(f"Extra {n}", []) for n in range(extra)]
+    return performers_of([(name, [faces / f for f in files]) for name, files in people])
+
+
+def performers_of(people: list[tuple[str, list[Path]]]) -> dict[str, dict[str, Any]]:
+    """Performer n (id `00000000-0000-4000-8000-<n>`) with its images (ids `<n>-<k>`), updated n
+    hours after EPOCH."""
     performers: dict[str, dict[str, Any]] = {}
     for n, (name, files) in enumerate(people):
         pid = f"00000000-0000-4000-8000-{n:012d}"
@@ -50,7 +56,7 @@ def default_performers(testdata: Path, extra: int = 27) -> dict[str, dict[str, A
             "merged_into_id": None,
             "_created": EPOCH,
             "_updated": EPOCH + timedelta(hours=n),
-            "_images": [(f"{pid[-12:]}-{k}", faces / f) for k, f in enumerate(files)],
+            "_images": [(f"{pid[-12:]}-{k}", path) for k, path in enumerate(files)],
         }
     return performers
 

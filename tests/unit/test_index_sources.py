@@ -6,6 +6,7 @@ a clear error naming the source, with nothing written."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from stash_vision.server.faces.enrolment.build import Enroller, build_version
 from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
 from stash_vision.server.faces.index.store import FaceIndex
 from stash_vision.server.faces.profile import load_profile
-from stash_vision.server.faces.sources.folder import FolderSource
+from stash_vision.server.faces.sources.folder import FolderSource, read_performer
 from stash_vision.server.faces.sources.stash import StashSource
 from stash_vision.server.faces.sources.stashbox import StashBoxSource
 from stash_vision.server.media.images import ImageLimits
@@ -121,3 +122,16 @@ def test_a_refused_key_names_the_source(
     with pytest.raises(SourceAuthFailed, match="stashdb"):
         asyncio.run(scenario())
     assert not (tmp_path / "indexes").exists(), "nothing written"
+
+
+def test_a_folder_performer_pools_with_stash_and_stash_box_whatever_the_endpoint_form(tmp_path: Path) -> None:
+    """performer.json may name the endpoint as Stash stores it (the GraphQL URL) or as a domain:
+    both give the `<domain>:<uuid>` id that Stash and stash-box sources give the same performer."""
+    for name, endpoint in (("url", "https://StashDB.org/graphql"), ("domain", "stashdb.org")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "performer.json").write_text(
+            json.dumps({"stash_ids": [{"endpoint": endpoint, "stash_id": "50459d16-0000"}]})
+        )
+        record = read_performer(tmp_path / name).record
+        assert record.id == "stashdb.org:50459d16-0000"
+        assert record.stash_ids == ((endpoint, "50459d16-0000"),)

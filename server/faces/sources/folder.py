@@ -1,7 +1,9 @@
 """A folder of performers: FOLDER/<performer>/<images>, with an optional `performer.json` (or
 `.yaml`) in a performer's folder giving {name, aliases, country, image_url, stash_ids: [{endpoint,
-stash_id}]}; the folder name is the name otherwise. The universal id is the first stash-box id, else
-`local:<slug of the folder name>`."""
+stash_id}]}; the folder name is the name otherwise. The universal id is the first stash-box id as
+`<domain>:<stash_id>` (the endpoint may be a domain, `stashdb.org`, or the GraphQL URL Stash
+stores, `https://stashdb.org/graphql`: both pool with the same performer from Stash or
+stash-box), else `local:<slug of the folder name>`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from stash_vision.server.connections.stash import endpoint_domain
 from stash_vision.server.faces.index.records import PerformerRecord
 
 from .base import SourceError, SourceImage, SourcePerformer
@@ -56,7 +59,11 @@ def read_performer(folder: Path) -> PerformerFolder:
         for item in metadata.get("stash_ids") or []
         if isinstance(item, dict) and item.get("endpoint") and item.get("stash_id")
     )
-    universal = f"{stash_ids[0][0]}:{stash_ids[0][1]}" if stash_ids else f"local:{_slug(folder.name)}"
+    universal = (
+        f"{endpoint_domain(stash_ids[0][0])}:{stash_ids[0][1]}"
+        if stash_ids
+        else f"local:{_slug(folder.name)}"
+    )
     record = PerformerRecord(
         id=universal,
         name=str(metadata.get("name") or folder.name),
