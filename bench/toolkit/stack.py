@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,13 @@ def _die_with_parent() -> None:
 def start_stack(
     work_dir: Path,
     mirror: Path,
-    model: str,
+    model: str | Sequence[str],
     overrides: Mapping[str, Any] | None = None,
     timeout_s: float = STACK_START_TIMEOUT_S,
     reuse_results: bool = True,
 ) -> Stack:
-    """Fetches `model` from `mirror` with the CLI a user runs (`stash-vision models fetch <model>
+    """Fetches `model` (one, or several that work together, e.g. a face detector and embedder)
+    from `mirror` with the CLI a user runs (`stash-vision models fetch <model>
     --mirror <mirror> --mirror-only`) into <work_dir>/data, starts `stash-vision serve` serving
     only it (others would load, warm up and poll on the same cores) and waits until /ready
     answers 200. With `overrides`, the supervisor is the what-if launcher instead.
@@ -66,16 +67,19 @@ def start_stack(
     (levels, repeats) must measure the work, not answers reused for unchanged files."""
     data_dir = work_dir / "data"
     ports = free_ports(5)
-    env = stack_env(data_dir, mirror, ports, [model])
+    models = [model] if isinstance(model, str) else list(model)
+    env = stack_env(data_dir, mirror, ports, models)
     if not reuse_results:
         env["STASH_VISION_RESULT_STORE_MAX_BYTES"] = "0"
     command = [sys.executable, "-m", "stash_vision.cli", "serve"]
     if overrides:
         env[OVERRIDES_ENV] = json.dumps(dict(overrides))
         command = [sys.executable, "-m", "bench.toolkit.launcher"]
-    fetched = cli(env, "models", "fetch", model, "--mirror", str(mirror), "--mirror-only")
+    fetched = cli(env, "models", "fetch", *models, "--mirror", str(mirror), "--mirror-only")
     if fetched.returncode != 0:
-        raise RuntimeError(f"fetching {model} from {mirror} failed:\n{fetched.stdout}{fetched.stderr}")
+        raise RuntimeError(
+            f"fetching {', '.join(models)} from {mirror} failed:\n{fetched.stdout}{fetched.stderr}"
+        )
     log_path = work_dir / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -98,7 +102,7 @@ def start_stack(
         server_metrics,
         triton_grpc,
         triton_metrics,
-        [model],
+        models,
     )
     wait_ready(stack, timeout_s)
     return stack
