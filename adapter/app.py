@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.server = ServerClient(settings)
+        app.state.settings = settings
         app.state.outstanding = 0
         try:
             yield
