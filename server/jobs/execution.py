@@ -28,7 +28,7 @@ from stash_vision.server import metrics
 from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, StashVisionError
 from stash_vision.server.priority import background
 
-from .kinds.base import ItemProblem, JobKind, error_kind
+from .kinds.base import ItemProblem, JobKind, error_kind, reporting_to
 from .model import ItemRecord, Job
 from .store import JobStore
 
@@ -39,6 +39,7 @@ T = TypeVar("T")
 _LIST_BATCH = 500
 _RATE_WINDOW_S = 60.0
 _RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+_REPORT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -156,13 +157,31 @@ class JobExecution:
             self.tools.store.add_failed_item, job_id, problem.item, problem.error, problem.error_kind
         )
 
+    def _reporter(self) -> Callable[[str], None]:
+        """Turns an item's `report_progress` into the job's message, at most once a second, without
+        making the item wait for the database."""
+        last = [0.0]
+
+        def report(message: str) -> None:
+            now = time.monotonic()
+            if now - last[0] < _REPORT_EVERY_S:
+                return
+            last[0] = now
+            task: asyncio.Future[Any] = asyncio.ensure_future(
+                self.tools.call(self.tools.store.update_job, self.job.id, message=message)
+            )
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self.tools.notify(self.job.id)
+
+        return report
+
     async def _item(self, record: ItemRecord) -> None:
         job, kind, params = self.job, self.kind, self.params
         started = time.perf_counter()
         outcome_label = "done"
         for attempt in itertools.count():
             try:
-                with background():
+                with background(), reporting_to(self._reporter()):
                     outcome = await kind.run(params, record.item)
             except (BackendUnavailable, DeadlineExceeded) as error:
                 delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]

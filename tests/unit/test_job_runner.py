@@ -297,3 +297,35 @@ def test_watch_follows_a_job_to_its_end(tmp_path: Path) -> None:
         await runner.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+
+
+def test_a_long_item_reports_its_progress_as_the_jobs_message(tmp_path: Path) -> None:
+    from stash_vision.server.jobs.kinds.base import report_progress
+
+    class Reporting(Scripted):
+        async def run(self, params: dict[str, Any], item: str) -> ItemOutcome:
+            report_progress(f"{item}: halfway")
+            assert self.gate is not None
+            await self.gate.wait()
+            return ItemOutcome({"item": item})
+
+    async def scenario() -> None:
+        kind = Reporting()
+        kind.gate = asyncio.Event()
+        runner = _runner(tmp_path, kind)
+        await runner.start()
+        job = await runner.submit("scripted", {"count": 1})
+
+        async def message() -> str:
+            while (current := (await runner.get(job.id)).message) != "item-000: halfway":
+                await asyncio.sleep(0.02)
+            return current
+
+        assert await asyncio.wait_for(message(), TIMEOUT_S) == "item-000: halfway"
+        kind.gate.set()
+        done = await _until(runner, job.id, JobState.SUCCEEDED)
+        assert done.message == "succeeded"
+        report_progress("outside a job: nothing happens")
+        await runner.stop()
+
+    asyncio.run(scenario())

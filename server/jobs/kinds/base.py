@@ -4,7 +4,9 @@ cancel/pause/resume, and interactive calls' priority over the items (server/prio
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -21,6 +23,27 @@ class ItemProblem:
     item: str
     error: str
     error_kind: str
+
+
+_REPORTER: ContextVar[Callable[[str], None] | None] = ContextVar("stash_vision_job_reporter", default=None)
+
+
+def report_progress(message: str) -> None:
+    """What a long item is doing now (a face-index build: "stash-box:stashdb: 120 performers, 340
+    images"); becomes the job's message, at most once a second. A no-op outside a job."""
+    reporter = _REPORTER.get()
+    if reporter is not None:
+        reporter(message)
+
+
+@contextlib.contextmanager
+def reporting_to(reporter: Callable[[str], None]) -> Iterator[None]:
+    """The runner's side: `report_progress` inside the block goes to `reporter`."""
+    token = _REPORTER.set(reporter)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
 
 
 class ItemFailed(StashVisionError):
