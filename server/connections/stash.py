@@ -28,9 +28,11 @@ from stash_vision.server.connections.status import probe
 from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound
 from stash_vision.server.media.paths import MediaLocation, MediaPaths
 
-_SCENE = """query Scene($id: ID!) { findScene(id: $id) {
-  id files { path duration width height frame_rate } paths { stream }
-  performers { id name stash_ids { endpoint stash_id } } } }"""
+_SCENE_FIELDS = """id files { path duration width height frame_rate } paths { stream }
+  performers { id name stash_ids { endpoint stash_id } }"""
+_SCENE = f"query Scene($id: ID!) {{ findScene(id: $id) {{ {_SCENE_FIELDS} }} }}"
+_SCENES = f"""query Scenes($scene_filter: SceneFilterType, $filter: FindFilterType) {{
+  findScenes(scene_filter: $scene_filter, filter: $filter) {{ count scenes {{ {_SCENE_FIELDS} }} }} }}"""
 _IMAGE_FIELDS = """id visual_files { ... on ImageFile { path width height zip_file { path } } }
   paths { image } performers { id }"""
 _IMAGE = f"query Image($id: ID!) {{ findImage(id: $id) {{ {_IMAGE_FIELDS} }} }}"
@@ -85,6 +87,19 @@ class StashScene:
     duration: float | None
     stream_url: str | None
     performers: list[StashPerformer]
+    frame_rate: float | None = None
+
+
+def _scene(raw: dict[str, Any]) -> StashScene:
+    files = raw.get("files") or []
+    return StashScene(
+        id=str(raw["id"]),
+        path=files[0]["path"] if files else None,
+        duration=files[0].get("duration") if files else None,
+        stream_url=(raw.get("paths") or {}).get("stream"),
+        performers=[_performer(p) for p in raw.get("performers") or []],
+        frame_rate=files[0].get("frame_rate") if files else None,
+    )
 
 
 def _image(raw: dict[str, Any]) -> StashImage:
@@ -107,6 +122,14 @@ def _performer(raw: dict[str, Any]) -> StashPerformer:
         image_url=None if not image or "default=true" in image else image,
         stash_ids=[(s["endpoint"], s["stash_id"]) for s in raw.get("stash_ids") or []],
     )
+
+
+def _solo(performer_id: str) -> dict[str, Any]:
+    """The filter for what this performer is the only one tagged in (scenes or images)."""
+    return {
+        "performers": {"value": [performer_id], "modifier": "INCLUDES"},
+        "performer_count": {"value": 1, "modifier": "EQUALS"},
+    }
 
 
 class StashConnection:
@@ -154,14 +177,14 @@ class StashConnection:
         raw = data.get("findScene")
         if raw is None:
             raise SourceNotFound(self.name, f"{self.name} has no scene {scene_id}")
-        files = raw.get("files") or []
-        return StashScene(
-            id=str(raw["id"]),
-            path=files[0]["path"] if files else None,
-            duration=files[0].get("duration") if files else None,
-            stream_url=(raw.get("paths") or {}).get("stream"),
-            performers=[_performer(p) for p in raw.get("performers") or []],
-        )
+        return _scene(raw)
+
+    async def solo_scenes(self, performer_id: str) -> AsyncIterator[StashScene]:
+        """Scenes where this performer is the only one tagged, a page at a time: every face in
+        them is theirs (a face-index source takes a few frames of each)."""
+        variables = {"scene_filter": _solo(performer_id)}
+        async for raw in self._paged(_SCENES, variables, "findScenes", "scenes"):
+            yield _scene(raw)
 
     async def find_image(self, image_id: str) -> StashImage:
         data = await self.client.execute(_IMAGE, {"id": image_id})
@@ -171,19 +194,20 @@ class StashConnection:
         return _image(raw)
 
     async def _images(self, image_filter: dict[str, Any]) -> AsyncIterator[StashImage]:
+        async for raw in self._paged(_IMAGES, {"image_filter": image_filter}, "findImages", "images"):
+            yield _image(raw)
+
+    async def _paged(
+        self, query: str, variables: dict[str, Any], field: str, items: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a `find…` list, a page at a time (sorted by id so pages do not overlap)."""
         page = 1
         while True:
-            data = await self.client.execute(
-                _IMAGES,
-                {
-                    "image_filter": image_filter,
-                    "filter": {"page": page, "per_page": self.page_size, "sort": "id", "direction": "ASC"},
-                },
-            )
-            result = data["findImages"]
-            for raw in result["images"]:
-                yield _image(raw)
-            if page * self.page_size >= result["count"] or not result["images"]:
+            flt = {"page": page, "per_page": self.page_size, "sort": "id", "direction": "ASC"}
+            result = (await self.client.execute(query, {**variables, "filter": flt}))[field]
+            for raw in result[items]:
+                yield raw
+            if page * self.page_size >= result["count"] or not result[items]:
                 return
             page += 1
 
@@ -192,24 +216,12 @@ class StashConnection:
 
     def solo_images(self, performer_id: str) -> AsyncIterator[StashImage]:
         """Images where this performer is the only one tagged: every face in them is theirs."""
-        return self._images(
-            {
-                "performers": {"value": [performer_id], "modifier": "INCLUDES"},
-                "performer_count": {"value": 1, "modifier": "EQUALS"},
-            }
-        )
+        return self._images(_solo(performer_id))
 
     async def performers(self) -> AsyncIterator[StashPerformer]:
-        """Every performer, a page at a time (sorted by id so pages do not overlap)."""
-        page = 1
-        while True:
-            flt = {"page": page, "per_page": self.page_size, "sort": "id", "direction": "ASC"}
-            result = (await self.client.execute(_PERFORMERS, {"filter": flt}))["findPerformers"]
-            for raw in result["performers"]:
-                yield _performer(raw)
-            if page * self.page_size >= result["count"] or not result["performers"]:
-                return
-            page += 1
+        """Every performer, a page at a time."""
+        async for raw in self._paged(_PERFORMERS, {}, "findPerformers", "performers"):
+            yield _performer(raw)
 
     def local(self, path: str | None) -> MediaLocation | None:
         """The file here, when the path (after mappings) is readable; None to go through Stash."""
@@ -221,7 +233,11 @@ class StashConnection:
             return None
 
     async def resolve_scene(self, scene_id: str) -> Path | Remote:
-        scene = await self.find_scene(scene_id)
+        return self.locate_scene(await self.find_scene(scene_id))
+
+    def locate_scene(self, scene: StashScene) -> Path | Remote:
+        """The scene's file here when readable, else its stream with the key."""
+        scene_id = scene.id
         local = self.local(scene.path)
         if local is not None and local.member is None:
             return local.path

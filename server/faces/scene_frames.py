@@ -56,13 +56,20 @@ class FrameReport:
 
 
 def read_frames(
-    path: Path, info: VideoInfo, times: list[float], report: FrameReport
+    path: Path | str,
+    info: VideoInfo,
+    times: list[float],
+    report: FrameReport,
+    *,
+    options: dict[str, str] | None = None,
 ) -> Generator[SceneFrame, None, None]:
-    """Yields one frame per target time that the file can give; `report` says how many it could."""
+    """Yields one frame per target time that the file can give; `report` says how many it could.
+    `path` may be an HTTP URL (a stream only Stash can read), with FFmpeg `options` such as
+    `headers` (CRLF-terminated header lines, e.g. the ApiKey); seeking then uses HTTP Range."""
     spacing = info.keyframe_interval_s or _DEFAULT_KEYFRAME_SPACING_S
     half_frame = 0.5 / info.fps if info.fps > 0 else 0.02
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        container = av.open(str(path), mode="r", metadata_errors="ignore", options=options or {})
     except (av.error.FFmpegError, OSError) as error:
         report.errors.append(f"cannot open {path}: {error}")
         return

@@ -99,6 +99,12 @@ def default_fixtures(testdata: Path, zip_path: Path | None = None, extra_perform
         "_path": f"{REMOTE_PATH}/cup.mp4",
         "_performers": ["1", "3"],
     }
+    fx.scenes["3"] = {  # Cora alone, only streamable: a solo scene a face source reads over HTTP
+        "id": "3",
+        "_real": video / "Megamind.avi",
+        "_path": f"{REMOTE_PATH}/Megamind.avi",
+        "_performers": ["3"],
+    }
     return fx
 
 
@@ -132,6 +138,7 @@ class StashStandIn(StandInServer):
         query.set_field("findScene", lambda _, __, id=None, **___: self.fx.scenes.get(str(id)))
         query.set_field("findImage", lambda _, __, id=None, **___: self.fx.images.get(str(id)))
         query.set_field("findImages", self._find_images)
+        query.set_field("findScenes", self._find_scenes)
         query.set_field("findPerformers", self._find_performers)
         scene.set_field("files", self._scene_files)
         scene.set_field("paths", self._scene_paths)
@@ -177,6 +184,24 @@ class StashStandIn(StandInServer):
             else:
                 raise ValueError(f"stand-in: image_filter {key} {crit} not implemented")
         return {"count": len(images), "megapixels": 0.0, "filesize": 0.0, "images": _page(images, filter)}
+
+    def _find_scenes(
+        self,
+        _: Any,
+        __: Any,
+        scene_filter: dict[str, Any] | None = None,
+        filter: dict[str, Any] | None = None,
+        **___: Any,
+    ) -> dict[str, Any]:
+        scenes = sorted(self.fx.scenes.values(), key=lambda s: int(s["id"]))
+        for key, crit in (scene_filter or {}).items():
+            if key == "performers" and crit["modifier"] == "INCLUDES":
+                scenes = [s for s in scenes if _ids(crit) & set(s["_performers"])]
+            elif key == "performer_count" and crit["modifier"] == "EQUALS":
+                scenes = [s for s in scenes if len(s["_performers"]) == crit["value"]]
+            else:
+                raise ValueError(f"stand-in: scene_filter {key} {crit} not implemented")
+        return {"count": len(scenes), "duration": 0.0, "filesize": 0.0, "scenes": _page(scenes, filter)}
 
     def _find_performers(
         self,

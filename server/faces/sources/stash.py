@@ -3,7 +3,11 @@ the images where it is the only performer tagged (`findImages` with `performer_c
 to confuse). An image is read from its file when the path (after path mappings) is readable here,
 otherwise downloaded from Stash with the key. The universal id is the performer's first stash-box id
 (`stashdb.org:<uuid>`), so it pools with the same person from a stash-box source; `stash:<id>`
-otherwise."""
+otherwise.
+
+With `scene_frames` > 0, a few frames of each scene where the performer is the only one tagged
+(`findScenes` with `performer_count` 1, up to `max_scenes` scenes) join its images
+(stash_scenes.py); `max_images` bounds the photos, the scenes have their own bound."""
 
 from __future__ import annotations
 
@@ -16,18 +20,28 @@ from stash_vision.server.faces.index.records import PerformerRecord
 from stash_vision.server.media.images import ImageLimits, read_archive_member, read_image_file
 
 from .base import SourceImage, SourcePerformer
+from .stash_scenes import scene_images
 
 
 class StashSource:
     kind = "stash"
 
     def __init__(
-        self, connection: StashConnection, limits: ImageLimits, *, solo_images: bool, max_images: int
+        self,
+        connection: StashConnection,
+        limits: ImageLimits,
+        *,
+        solo_images: bool,
+        max_images: int,
+        scene_frames: int = 0,
+        max_scenes: int = 3,
     ) -> None:
         self.connection = connection
         self.limits = limits
         self.solo_images = solo_images
         self.max_images = max_images
+        self.scene_frames = scene_frames
+        self.max_scenes = max_scenes
         self.name = f"stash:{connection.name}"
 
     async def aclose(self) -> None:
@@ -41,8 +55,22 @@ class StashSource:
                     if len(images) >= self.max_images:
                         break
                     images.append(self._image(image))
+            images = images[: self.max_images]
+            if self.scene_frames > 0:
+                images.extend(await self._scene_frames(performer.id))
             if images:
-                yield SourcePerformer(_record(performer), images[: self.max_images])
+                yield SourcePerformer(_record(performer), images)
+
+    async def _scene_frames(self, performer_id: str) -> list[SourceImage]:
+        frames: list[SourceImage] = []
+        scenes = 0
+        async for scene in self.connection.solo_scenes(performer_id):
+            if scenes >= self.max_scenes:
+                break
+            found = scene_images(self.connection, scene, self.scene_frames)
+            scenes += bool(found)
+            frames.extend(found)
+        return frames
 
     def _download(self, url: str) -> SourceImage:
         async def read() -> bytes:

@@ -2,7 +2,8 @@
 built in the server with the pipeline that will query it (server/faces/enrolment/build.py).
 
 Params: `sources`, a list of `{"kind": "folder", "path": …}`, `{"kind": "stash", "solo_images":
-true, "max_images": 10}` (the connected Stash), `{"kind": "stash-box", "name": <configured
+true, "max_images": 10, "scene_frames": 0, "max_scenes": 3}` (the connected Stash; `scene_frames`
+> 0 adds that many frames of each of up to `max_scenes` scenes where the performer is alone), `{"kind": "stash-box", "name": <configured
 endpoint>, "size": "600", "max_images": 10}` (one entry per source module in `SOURCE_KINDS`), or
 the shorthand `folder`; `max_faces_per_performer` (20); `activate` (true:
 the version serves as soon as it is written; false: it waits to be activated); `full` (false: a
@@ -90,17 +91,26 @@ def _folder_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMak
 
 
 def _stash_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMaker:
-    check_keys(spec, {"kind", "solo_images", "max_images"}, "stash source")
+    check_keys(spec, {"kind", "solo_images", "max_images", "scene_frames", "max_scenes"}, "stash source")
     if not context.settings.stash_url:
         raise InvalidInput(
             "a stash source needs the connection to Stash: set STASH_VISION_STASH_URL (and _API_KEY)"
         )
     solo, max_images = boolean(spec, "solo_images", True), _max_images(spec, 10)
+    frames = int(number(spec, "scene_frames", 0, minimum=0) or 0)
+    scenes = int(number(spec, "max_scenes", 3, minimum=1) or 3)
 
     def make() -> FaceSource:
         connection = StashConnection.from_settings(context.settings)
         assert connection is not None
-        return StashSource(connection, context.limits, solo_images=solo, max_images=max_images)
+        return StashSource(
+            connection,
+            context.limits,
+            solo_images=solo,
+            max_images=max_images,
+            scene_frames=frames,
+            max_scenes=scenes,
+        )
 
     return make
 
