@@ -54,6 +54,7 @@ from stash_vision.server.faces.index.records import PerformerRecord
 from stash_vision.server.faces.index.store import FaceIndex
 from stash_vision.server.faces.profile import FaceProfile
 from stash_vision.server.faces.sources.base import FaceSource
+from stash_vision.server.faces.sources.release import ReleaseSource
 from stash_vision.server.faces.sources.stashbox import StashBoxSource
 
 from .build import BuildResult, CarriedPerformer, KnownPerformer, PooledFace
@@ -160,6 +161,48 @@ def _settings(source: StashBoxSource, max_faces: int) -> dict[str, Any]:
     return {**source.settings(), "max_faces_per_performer": max_faces}
 
 
+def carry_faces(
+    index: FaceIndex,
+    known: Mapping[str, KnownPerformer],
+    faces: Mapping[str, list[_StoredFace]],
+    source: str,
+) -> list[CarriedPerformer]:
+    """Performers with their stored faces read back from `index` unchanged (vectors as Voyager
+    keeps them, scores from performers.db), marked carried. Blocking: run it in a thread."""
+    rows = [face.row for stored in faces.values() for face in stored]
+    vectors = index.vectors(rows)
+    at = {row: i for i, row in enumerate(rows)}
+    return [
+        CarriedPerformer(
+            performer,
+            tuple(
+                PooledFace(
+                    Candidate(f.key, {n: v[at[f.row]] for n, v in vectors.items()}, f.quality),
+                    f.yaw,
+                    f.detection_score,
+                    source,
+                    carried=True,
+                )
+                for f in faces.get(uid, [])
+            ),
+        )
+        for uid, performer in known.items()
+    ]
+
+
+def _release_faces(source: ReleaseSource) -> list[CarriedPerformer]:
+    """Every performer of an opened release with all its faces."""
+    if source.index is None:
+        return []
+    stored = _stored_faces(source.index.folder)
+    known: dict[str, KnownPerformer] = {}
+    for uid, faces in stored.items():
+        record = source.index.performer(uid)
+        if record is not None:
+            known[uid] = KnownPerformer(record, tuple(face.key for face in faces))
+    return carry_faces(source.index, known, stored, source.name)
+
+
 @dataclass
 class IncrementalPlan:
     """How each source of one build fetches (`modes`, for the job's result) and what it carries."""
@@ -171,32 +214,17 @@ class IncrementalPlan:
     parent_faces: dict[str, list[_StoredFace]] = field(default_factory=dict)
 
     async def carry_over(self, source: FaceSource) -> list[CarriedPerformer]:
-        """The parent's performers of `source` that its walk did not meet, with their faces."""
+        """The parent's performers of `source` that its walk did not meet, with their faces; for
+        a release source, every performer of the release (opened by its walk)."""
+        if isinstance(source, ReleaseSource):
+            return await asyncio.to_thread(_release_faces, source)
         state = self.parent_states.get(source.name)
         if state is None or self.parent is None or not isinstance(source, StashBoxSource):
             return []
-        parent, changed = self.parent, source.changed
+        changed = source.changed
         kept = {uid: known for uid, known in state.performers.items() if uid not in changed}
         faces = {uid: _faces_of(self.parent_faces.get(uid, []), known) for uid, known in kept.items()}
-        rows = [face.row for stored in faces.values() for face in stored]
-        vectors = await asyncio.to_thread(parent.vectors, rows)
-        at = {row: i for i, row in enumerate(rows)}
-        return [
-            CarriedPerformer(
-                known,
-                tuple(
-                    PooledFace(
-                        Candidate(f.key, {n: v[at[f.row]] for n, v in vectors.items()}, f.quality),
-                        f.yaw,
-                        f.detection_score,
-                        source.name,
-                        carried=True,
-                    )
-                    for f in faces[uid]
-                ),
-            )
-            for uid, known in kept.items()
-        ]
+        return await asyncio.to_thread(carry_faces, self.parent, kept, faces, source.name)
 
     def states_after(self, sources: Sequence[FaceSource], result: BuildResult) -> dict[str, SourceState]:
         """What the new version remembers: each stash-box source's newest `updated` (never older

@@ -99,7 +99,7 @@ def _embedders(manifest: IndexManifest, names: Sequence[str]) -> list[str]:
     )
 
 
-def _adopt(
+def adopt_stash_sense(
     staging: Path, manifest: IndexManifest, embedders: list[str], recipe: Mapping[str, Any]
 ) -> IndexManifest:
     """A Stash Sense manifest completed with the stash-sense profile's recipe and the Voyager
@@ -119,6 +119,33 @@ def _adopt(
     return adopted
 
 
+def unpack_release(source: Path, staging: Path) -> tuple[IndexManifest, list[str]]:
+    """Extract the release zip `source` into the empty folder `staging` and verify it: a manifest,
+    a usable version name, at least one .voy, every listed checksum and the required files. Returns
+    the manifest and the embedders; the caller removes `staging` on failure."""
+    if not zipfile.is_zipfile(source):
+        raise IndexCorruptError(
+            f"{source} is not a zip file (a release is a .zip with manifest.json and the index files)"
+        )
+    with zipfile.ZipFile(source) as archive:
+        members = _members(archive, source)
+        if MANIFEST_FILE not in members:
+            raise IndexFileMissingError(f"{source} has no manifest.json: it is not a face index release")
+        for name, info in members.items():
+            with archive.open(info) as stream, (staging / name).open("wb") as out:
+                shutil.copyfileobj(stream, out, _CHUNK)
+    manifest = read_manifest(staging)
+    check_version_name(manifest.version)
+    embedders = _embedders(manifest, list(members))
+    if not embedders:
+        raise IndexFileMissingError(f"{source} holds no face_<embedder>.voy file")
+    verify_checksums(staging, manifest, embedders)
+    for required in (FACES_FILE, PERFORMERS_JSON_FILE, PERFORMERS_DB_FILE):
+        if required not in manifest.checksums:  # verify_checksums checks these too; say it plainly
+            raise IndexCorruptError(f"{source}: manifest.json lists no checksum for {required}")
+    return manifest, embedders
+
+
 def import_release(source: Path, root: Path, profile: str, recipe: Mapping[str, Any]) -> str:
     """Import the release zip `source` as a new version of `profile` under `root` (the profile's
     folder); returns the version. Nothing is left in `root` unless the whole import succeeded."""
@@ -130,22 +157,8 @@ def import_release(source: Path, root: Path, profile: str, recipe: Mapping[str, 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".import.", suffix=".partial", dir=root))
     try:
-        with zipfile.ZipFile(source) as archive:
-            members = _members(archive, source)
-            if MANIFEST_FILE not in members:
-                raise IndexFileMissingError(f"{source} has no manifest.json: it is not a face index release")
-            for name, info in members.items():
-                with archive.open(info) as stream, (staging / name).open("wb") as out:
-                    shutil.copyfileobj(stream, out, _CHUNK)
-        manifest = read_manifest(staging)
-        version = check_version_name(manifest.version)
-        embedders = _embedders(manifest, list(members))
-        if not embedders:
-            raise IndexFileMissingError(f"{source} holds no face_<embedder>.voy file")
-        verify_checksums(staging, manifest, embedders)
-        for required in (FACES_FILE, PERFORMERS_JSON_FILE, PERFORMERS_DB_FILE):
-            if required not in manifest.checksums:  # verify_checksums checks these too; say it plainly
-                raise IndexCorruptError(f"{source}: manifest.json lists no checksum for {required}")
+        manifest, embedders = unpack_release(source, staging)
+        version = manifest.version
         built_for = (manifest.recipe or {}).get("profile")
         if manifest.recipe is None:
             if profile != STASH_SENSE_PROFILE:
@@ -153,7 +166,7 @@ def import_release(source: Path, root: Path, profile: str, recipe: Mapping[str, 
                     f"{source} (version {version}) has no recipe block: it is a Stash Sense release, which can "
                     f"only be imported into the {STASH_SENSE_PROFILE} profile, not {profile!r}"
                 )
-            _adopt(staging, manifest, embedders, recipe)
+            adopt_stash_sense(staging, manifest, embedders, recipe)
         elif built_for != profile:
             raise IndexIncompatibleError(
                 f"{source} holds version {version} of profile {built_for!r}, not of {profile!r}: import it with "

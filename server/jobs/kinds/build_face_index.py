@@ -4,7 +4,9 @@ built in the server with the pipeline that will query it (server/faces/enrolment
 Params: `sources`, a list of `{"kind": "folder", "path": …}`, `{"kind": "stash", "solo_images":
 true, "max_images": 10, "scene_frames": 0, "max_scenes": 3}` (the connected Stash; `scene_frames`
 > 0 adds that many frames of each of up to `max_scenes` scenes where the performer is alone), `{"kind": "stash-box", "name": <configured
-endpoint>, "size": "600", "max_images": 10}` (one entry per source module in `SOURCE_KINDS`), or
+endpoint>, "size": "600", "max_images": 10}`, `{"kind": "release", "path": <release .zip or
+folder>}` (its performers and already-embedded faces, pooled when its recipe is the active
+profile's: server/faces/sources/release.py) (one entry per source module in `SOURCE_KINDS`), or
 the shorthand `folder`; `max_faces_per_performer` (20); `activate` (true:
 the version serves as soon as it is written; false: it waits to be activated); `full` (false: a
 stash-box source fetches only performers updated since the active version's watermark and
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,10 @@ from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
 from stash_vision.server.faces.enrolment.incremental import plan_build, write_source_states
 from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.faces.index.versions import Lineage, active_version, write_lineage
+from stash_vision.server.faces.profile import FaceProfile
 from stash_vision.server.faces.sources.base import FaceSource
 from stash_vision.server.faces.sources.folder import FolderSource
+from stash_vision.server.faces.sources.release import ReleaseSource, check_recipe
 from stash_vision.server.faces.sources.stash import StashSource
 from stash_vision.server.faces.sources.stashbox import StashBoxSource
 from stash_vision.server.media.images import ImageLimits
@@ -70,6 +74,7 @@ class SourceContext:
     paths: MediaPaths
     settings: Settings
     limits: ImageLimits
+    profile: FaceProfile | None = None  # the active face profile (set per build by the job kind)
 
 
 def _max_images(spec: Mapping[str, Any], default: int) -> int:
@@ -136,11 +141,28 @@ def _stashbox_source(spec: Mapping[str, Any], context: SourceContext) -> SourceM
     )
 
 
+def _release_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMaker:
+    check_keys(spec, {"kind", "path"}, "release source")
+    path, profile = spec.get("path"), context.profile
+    if not isinstance(path, str) or not path:
+        raise InvalidInput(
+            "a release source needs path: a Stash Sense release .zip (or its folder) on the server"
+        )
+    assert profile is not None
+    if Path(context.paths.map(path)).is_dir():
+        folder = context.paths.resolve_dir(path)
+        check_recipe(folder, folder, profile)  # a zip's recipe is checked when the build opens it
+        return lambda: ReleaseSource(folder, profile)
+    release = context.paths.resolve(path)
+    return lambda: ReleaseSource(release, profile)
+
+
 # kind -> how a source of that kind is made from its parameters (one entry per source module).
 SOURCE_KINDS: dict[str, Callable[[Mapping[str, Any], SourceContext], SourceMaker]] = {
     "folder": _folder_source,
     "stash": _stash_source,
     "stash-box": _stashbox_source,
+    "release": _release_source,
 }
 
 
@@ -183,7 +205,10 @@ class BuildFaceIndex:
             raise InvalidInput(
                 f"unknown source kind {kind!r}; this server builds from: {', '.join(sorted(SOURCE_KINDS))}"
             )
-        return make(spec, self.context)
+        # Only a release source depends on the active profile (its recipe must match).
+        return make(
+            spec, replace(self.context, profile=self.faces.profile) if kind == "release" else self.context
+        )
 
     def items(self, params: BuildFaceIndexParams) -> Iterator[str | ItemProblem]:
         yield " + ".join(f"{s.get('kind')}:{s.get('path') or s.get('name') or ''}" for s in params.sources)
