@@ -27,7 +27,7 @@ from typing import Any
 from stash_vision.server.connections.stash import StashConnection
 from stash_vision.server.connections.stashbox import IMAGE_SIZES, StashBoxConnection
 from stash_vision.server.errors import InvalidInput, StashVisionError
-from stash_vision.server.faces.enrolment.build import Enroller, build_version
+from stash_vision.server.faces.enrolment.build import Enroller, SourceStats, build_version
 from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
 from stash_vision.server.faces.enrolment.incremental import plan_build, write_source_states
 from stash_vision.server.faces.identification import FaceIdentification
@@ -42,7 +42,7 @@ from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.settings import Settings
 
-from .base import ItemFailed, ItemOutcome, ItemProblem, boolean, check_keys, number
+from .base import ItemFailed, ItemOutcome, ItemProblem, boolean, check_keys, number, report_progress
 
 DEFAULT_MAX_FACES = 20
 
@@ -238,6 +238,7 @@ class BuildFaceIndex:
                 ef_construction=target.ef_construction,
                 max_faces_per_performer=params.max_faces,
                 carry_over=plan.carry_over,
+                progress=_report,
             )
             states = plan.states_after(sources, result)
         except StashVisionError as error:
@@ -266,3 +267,11 @@ class BuildFaceIndex:
                 "fetched": plan.modes,  # per stash-box source: in full, or updated since a watermark
             }
         )
+
+
+def _report(source: str, stats: SourceStats) -> None:
+    """Per-source progress while the build runs, as the job's message."""
+    report_progress(
+        f"{source}: {stats.performers} performers, {stats.images} images read "
+        f"({stats.cached} from the embedding cache), {sum(stats.rejected.values())} rejected"
+    )
