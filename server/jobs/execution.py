@@ -181,7 +181,7 @@ class JobExecution:
         outcome_label = "done"
         for attempt in itertools.count():
             try:
-                with background(), reporting_to(self._reporter()):
+                with background(), reporting_to(self._reporter(), job.id):
                     outcome = await kind.run(params, record.item)
             except (BackendUnavailable, DeadlineExceeded) as error:
                 delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]

@@ -300,10 +300,13 @@ def test_watch_follows_a_job_to_its_end(tmp_path: Path) -> None:
 
 
 def test_a_long_item_reports_its_progress_as_the_jobs_message(tmp_path: Path) -> None:
-    from stash_vision.server.jobs.kinds.base import report_progress
+    from stash_vision.server.jobs.kinds.base import current_job_id, report_progress
+
+    seen_ids: list[str] = []
 
     class Reporting(Scripted):
         async def run(self, params: dict[str, Any], item: str) -> ItemOutcome:
+            seen_ids.append(current_job_id())
             report_progress(f"{item}: halfway")
             assert self.gate is not None
             await self.gate.wait()
@@ -325,6 +328,8 @@ def test_a_long_item_reports_its_progress_as_the_jobs_message(tmp_path: Path) ->
         kind.gate.set()
         done = await _until(runner, job.id, JobState.SUCCEEDED)
         assert done.message == "succeeded"
+        assert seen_ids == [job.id], "a kind knows the job it works for"
+        assert current_job_id() == ""
         report_progress("outside a job: nothing happens")
         await runner.stop()
 

@@ -36,14 +36,25 @@ def report_progress(message: str) -> None:
         reporter(message)
 
 
+_JOB_ID: ContextVar[str] = ContextVar("stash_vision_job_id", default="")
+
+
+def current_job_id() -> str:
+    """The id of the job whose item is running ("" outside a job): what a kind records as the
+    origin of what it made (a face-index version's build job)."""
+    return _JOB_ID.get()
+
+
 @contextlib.contextmanager
-def reporting_to(reporter: Callable[[str], None]) -> Iterator[None]:
-    """The runner's side: `report_progress` inside the block goes to `reporter`."""
-    token = _REPORTER.set(reporter)
+def reporting_to(reporter: Callable[[str], None], job_id: str = "") -> Iterator[None]:
+    """The runner's side: inside the block, `report_progress` goes to `reporter` and
+    `current_job_id` answers `job_id`."""
+    tokens = (_REPORTER.set(reporter), _JOB_ID.set(job_id))
     try:
         yield
     finally:
-        _REPORTER.reset(token)
+        _REPORTER.reset(tokens[0])
+        _JOB_ID.reset(tokens[1])
 
 
 class ItemFailed(StashVisionError):

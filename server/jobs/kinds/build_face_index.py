@@ -42,7 +42,16 @@ from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.settings import Settings
 
-from .base import ItemFailed, ItemOutcome, ItemProblem, boolean, check_keys, number, report_progress
+from .base import (
+    ItemFailed,
+    ItemOutcome,
+    ItemProblem,
+    boolean,
+    check_keys,
+    current_job_id,
+    number,
+    report_progress,
+)
 
 DEFAULT_MAX_FACES = 20
 
@@ -248,7 +257,7 @@ class BuildFaceIndex:
             for source in sources:
                 await source.aclose()
         await asyncio.to_thread(
-            write_lineage, result.folder, Lineage(parent=parent, build_job="", origin="build")
+            write_lineage, result.folder, Lineage(parent=parent, build_job=current_job_id(), origin="build")
         )
         if states:
             await asyncio.to_thread(write_source_states, result.folder, states)
