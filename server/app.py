@@ -179,7 +179,9 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     faces_pb2_grpc.add_FaceServiceServicer_to_server(FaceServicer(faces), server)
     jobs = await open_jobs(settings, job_kinds(settings, tagging, videos, faces, loader.paths))
     add_job_servicer(server, jobs)
-    indexes_pb2_grpc.add_IndexServiceServicer_to_server(IndexServicer(faces.indexes, pool, jobs), server)
+    indexes_pb2_grpc.add_IndexServiceServicer_to_server(
+        IndexServicer(faces.indexes, pool, jobs, loader.paths), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -1,5 +1,5 @@
 """Face index version routes under /faces/index: list, describe, diff, activate, roll back, delete,
-export (a release .zip download). Builds are jobs (POST /jobs, kind build-face-index). The server
+export (a release .zip download), import (a release .zip on the server). Builds are jobs (POST /jobs, kind build-face-index). The server
 does the work and the checks; this module reshapes and maps errors. A refused lifecycle action
 (deleting the active version, activating one that cannot serve) is 409, not 503: the server is
 fine, the action is not possible."""
@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from stash_vision.adapter.server_client import ServerClient, http_error, server_of
 from stash_vision.v1 import indexes_pb2
@@ -129,6 +130,26 @@ async def activate_version(request: Request, version: str) -> dict[str, Any]:
 @router.post("/faces/index/rollback")
 async def rollback(request: Request) -> dict[str, Any]:
     return await _activate(request, indexes_pb2.ActivateIndexVersionRequest(rollback=True))
+
+
+class ImportBody(BaseModel):
+    path: str = Field(min_length=1, description="server-side path of the release .zip")
+    activate: bool = False
+
+
+@router.post("/faces/index/import", status_code=201)
+async def import_release(request: Request, body: ImportBody) -> dict[str, Any]:
+    """A release .zip already on the server (ours, or a Stash Sense release) as a new version."""
+    client = server_of(request)
+    try:
+        reply: indexes_pb2.ImportIndexReleaseResponse = await client.indexes.ImportIndexRelease(
+            indexes_pb2.ImportIndexReleaseRequest(path=body.path, activate=body.activate),
+            timeout=_ACTIVATE_TIMEOUT_S,
+            metadata=client.metadata,
+        )
+    except grpc.aio.AioRpcError as error:
+        raise _error(error) from None
+    return version_json(reply.version)
 
 
 @router.delete("/faces/index/versions/{version}")

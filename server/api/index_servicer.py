@@ -23,7 +23,7 @@ from stash_vision.server.errors import (
 )
 from stash_vision.server.faces.index.diff import SourceDiff, diff_folders
 from stash_vision.server.faces.index.errors import FaceIndexError
-from stash_vision.server.faces.index.release import export_release
+from stash_vision.server.faces.index.release import export_release, import_release
 from stash_vision.server.faces.index.versions import (
     VersionConflictError,
     VersionInfo,
@@ -37,6 +37,7 @@ from stash_vision.server.faces.index.versions import (
 )
 from stash_vision.server.faces.index_holder import IndexHolder
 from stash_vision.server.jobs.api import Jobs
+from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.workers import CpuPool
 from stash_vision.v1 import indexes_pb2, indexes_pb2_grpc
 
@@ -63,10 +64,13 @@ def _source(diff: SourceDiff) -> indexes_pb2.SourceDiff:
 
 
 class IndexServicer(indexes_pb2_grpc.IndexServiceServicer):  # type: ignore[misc]
-    def __init__(self, holder: IndexHolder, pool: CpuPool, jobs: Jobs | None = None) -> None:
+    def __init__(
+        self, holder: IndexHolder, pool: CpuPool, jobs: Jobs | None = None, paths: MediaPaths | None = None
+    ) -> None:
         self.holder = holder
         self.pool = pool
         self.jobs = jobs
+        self.paths = paths or MediaPaths([], {})
         self._build_jobs: dict[str, str] = {}  # version -> build job id; a version's builder never changes
 
     @property
@@ -179,6 +183,19 @@ class IndexServicer(indexes_pb2_grpc.IndexServiceServicer):  # type: ignore[misc
         return indexes_pb2.ActivateIndexVersionResponse(
             version=await self._message(info), replaced_version=replaced
         )
+
+    @mapped_errors
+    async def ImportIndexRelease(
+        self, request: indexes_pb2.ImportIndexReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> indexes_pb2.ImportIndexReleaseResponse:
+        self._check_profile(request.profile)
+        source = await self.pool.run(self.paths.resolve, request.path)
+        profile = self.holder.profile
+        version = await self._files(import_release, source, self.root, profile.name, profile.recipe())
+        if request.activate:
+            await self.holder.activate(version)
+        info = await self._files(get_version, self.root, version)
+        return indexes_pb2.ImportIndexReleaseResponse(version=await self._message(info))
 
     @mapped_errors
     async def DeleteIndexVersion(

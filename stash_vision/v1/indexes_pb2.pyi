@@ -153,3 +153,19 @@ class ExportIndexVersionChunk(_message.Message):
     size_bytes: int
     data: bytes
     def __init__(self, file_name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ImportIndexReleaseRequest(_message.Message):
+    __slots__ = ("profile", "path", "activate")
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    profile: str
+    path: str
+    activate: bool
+    def __init__(self, profile: _Optional[str] = ..., path: _Optional[str] = ..., activate: _Optional[bool] = ...) -> None: ...
+
+class ImportIndexReleaseResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: IndexVersion
+    def __init__(self, version: _Optional[_Union[IndexVersion, _Mapping]] = ...) -> None: ...

@@ -71,6 +71,11 @@ class IndexServiceStub:
                 request_serializer=stash__vision_dot_v1_dot_indexes__pb2.ExportIndexVersionRequest.SerializeToString,
                 response_deserializer=stash__vision_dot_v1_dot_indexes__pb2.ExportIndexVersionChunk.FromString,
                 _registered_method=True)
+        self.ImportIndexRelease = channel.unary_unary(
+                '/stash_vision.v1.IndexService/ImportIndexRelease',
+                request_serializer=stash__vision_dot_v1_dot_indexes__pb2.ImportIndexReleaseRequest.SerializeToString,
+                response_deserializer=stash__vision_dot_v1_dot_indexes__pb2.ImportIndexReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -126,6 +131,14 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportIndexRelease(self, request, context):
+        """ImportIndexRelease imports a release .zip (ours or Stash Sense's) from a server-side path as a
+        new version after verifying every checksum; nothing is left behind when it fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +171,11 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.ExportIndexVersion,
                     request_deserializer=stash__vision_dot_v1_dot_indexes__pb2.ExportIndexVersionRequest.FromString,
                     response_serializer=stash__vision_dot_v1_dot_indexes__pb2.ExportIndexVersionChunk.SerializeToString,
+            ),
+            'ImportIndexRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportIndexRelease,
+                    request_deserializer=stash__vision_dot_v1_dot_indexes__pb2.ImportIndexReleaseRequest.FromString,
+                    response_serializer=stash__vision_dot_v1_dot_indexes__pb2.ImportIndexReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -329,6 +347,33 @@ class IndexService:
             '/stash_vision.v1.IndexService/ExportIndexVersion',
             stash__vision_dot_v1_dot_indexes__pb2.ExportIndexVersionRequest.SerializeToString,
             stash__vision_dot_v1_dot_indexes__pb2.ExportIndexVersionChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportIndexRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stash_vision.v1.IndexService/ImportIndexRelease',
+            stash__vision_dot_v1_dot_indexes__pb2.ImportIndexReleaseRequest.SerializeToString,
+            stash__vision_dot_v1_dot_indexes__pb2.ImportIndexReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

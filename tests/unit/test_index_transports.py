@@ -139,3 +139,28 @@ def test_http_routes(root: Path) -> None:
         assert (await http.delete("/faces/index/versions/v2")).json() == {"deleted": "v2"}
 
     run(root, scenario)
+
+
+def test_http_import_of_an_exported_release(root: Path, tmp_path: Path) -> None:
+    async def scenario(_stub: indexes_pb2_grpc.IndexServiceStub, http: httpx.AsyncClient) -> None:
+        download = await http.get("/faces/index/versions/v2/export")
+        archive = tmp_path / "v2.zip"
+        archive.write_bytes(download.content)
+        again = await http.post("/faces/index/import", json={"path": str(archive)})
+        assert again.status_code == 409 and "already exists" in again.json()["detail"]
+        faces = (await http.get("/faces/index/versions/v2")).json()["face_count"]
+        assert (await http.delete("/faces/index/versions/v2")).status_code == 200
+        imported = await http.post("/faces/index/import", json={"path": str(archive), "activate": True})
+        assert imported.status_code == 201, imported.text
+        version = imported.json()
+        assert version["origin"] == "import" and version["active"] is True
+        assert version["version"] == "v2" and version["face_count"] == faces
+        missing = await http.post("/faces/index/import", json={"path": str(tmp_path / "nope.zip")})
+        assert missing.status_code == 404 and "not found" in missing.json()["detail"]
+        not_zip = tmp_path / "notes.zip"
+        not_zip.write_text("not a zip")
+        refused = await http.post("/faces/index/import", json={"path": str(not_zip)})
+        assert refused.status_code in (400, 409) and "zip" in refused.json()["detail"]
+        assert (await http.get("/faces/index/versions")).json()["active_version"] == version["version"]
+
+    run(root, scenario)
