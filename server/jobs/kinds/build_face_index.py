@@ -31,6 +31,7 @@ from stash_vision.server.faces.enrolment.build import Enroller, SourceStats, bui
 from stash_vision.server.faces.enrolment.embedding_cache import EmbeddingCache
 from stash_vision.server.faces.enrolment.incremental import plan_build, write_source_states
 from stash_vision.server.faces.identification import FaceIdentification
+from stash_vision.server.faces.index.errors import FaceIndexError
 from stash_vision.server.faces.index.versions import Lineage, active_version, write_lineage
 from stash_vision.server.faces.profile import FaceProfile
 from stash_vision.server.faces.sources.base import FaceSource
@@ -250,8 +251,14 @@ class BuildFaceIndex:
                 progress=_report,
             )
             states = plan.states_after(sources, result)
-        except StashVisionError as error:
+        except (StashVisionError, FaceIndexError) as error:
             raise ItemFailed(str(error), type(error).__name__) from None
+        except OSError as error:  # a full or read-only disk while writing the version
+            raise ItemFailed(
+                f"cannot write the new index version under {target.indexes_dir}: {error.strerror or error}; "
+                "free disk space (or fix permissions) and run the build again — the serving version is unchanged",
+                "StorageUnavailable",
+            ) from None
         finally:
             cache.close()
             for source in sources:
