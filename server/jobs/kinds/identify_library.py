@@ -16,11 +16,11 @@ from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.faces.matching import Match
 from stash_vision.server.faces.results import IdentifyOptions, VideoRequest, VideoResult
 from stash_vision.server.image_source import ImagePath
-from stash_vision.server.jobs.listing import ListingProblem, MediaKind, iter_media, media_kind, validate
+from stash_vision.server.jobs.listing import MediaKind, media_kind, validate
 from stash_vision.server.media.paths import MediaPaths
 
 from .base import ItemOutcome, ItemProblem, check_keys, number
-from .tag_library import gallery_images, listing_request
+from .tag_library import gallery_images, library_items, listing_request
 
 _KEYS = {
     "roots",
@@ -65,11 +65,7 @@ class IdentifyLibrary:
         )
 
     def items(self, params: IdentifyLibraryParams) -> Iterator[str | ItemProblem]:
-        for listed in iter_media(params.listing, self.paths):
-            if isinstance(listed, ListingProblem):
-                yield ItemProblem(listed.path, listed.error, "ListingProblem")
-            else:
-                yield listed.path
+        return library_items(params.listing, self.paths)
 
     async def run(self, params: IdentifyLibraryParams, item: str) -> ItemOutcome:
         kind = media_kind(item)

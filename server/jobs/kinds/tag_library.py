@@ -97,11 +97,7 @@ class TagLibrary:
         return parsed
 
     def items(self, params: TagLibraryParams) -> Iterator[str | ItemProblem]:
-        for listed in iter_media(params.listing, self.paths):
-            if isinstance(listed, ListingProblem):
-                yield ItemProblem(listed.path, listed.error, "ListingProblem")
-            else:
-                yield listed.path
+        return library_items(params.listing, self.paths)
 
     async def run(self, params: TagLibraryParams, item: str) -> ItemOutcome:
         kind = media_kind(item)
@@ -159,6 +155,16 @@ class TagLibrary:
         if params.write_sidecars:
             result["sidecar"] = await asyncio.to_thread(_write_sidecar, sidecar, outcome.json_result, started)
         return ItemOutcome(result)
+
+
+def library_items(listing: ListingRequest, paths: MediaPaths) -> Iterator[str | ItemProblem]:
+    """The items of both library kinds: listed media paths, and what could not be listed as
+    failed items."""
+    for listed in iter_media(listing, paths):
+        if isinstance(listed, ListingProblem):
+            yield ItemProblem(listed.path, listed.error, "ListingProblem")
+        else:
+            yield listed.path
 
 
 def listing_request(params: Mapping[str, Any]) -> ListingRequest:
