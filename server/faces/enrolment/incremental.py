@@ -38,15 +38,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stash_vision.atomic import replace_text
 from stash_vision.server.connections.stashbox import parse_time
 from stash_vision.server.faces.index.errors import FaceIndexError
 from stash_vision.server.faces.index.layout import PERFORMERS_DB_FILE
@@ -130,9 +129,9 @@ def read_source_states(folder: Path) -> dict[str, SourceState]:
 def write_source_states(folder: Path, states: Mapping[str, SourceState]) -> None:
     """Written beside the sealed version (a temporary file renamed into place)."""
     data = {"format": _FORMAT, "sources": {name: _state_json(state) for name, state in states.items()}}
-    temporary = folder / f".{SOURCES_FILE}.{uuid.uuid4().hex}.tmp"
-    temporary.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-    os.replace(temporary, folder / SOURCES_FILE)
+    replace_text(
+        folder / SOURCES_FILE, json.dumps(data, ensure_ascii=False, separators=(",", ":")), mode=0o644
+    )
 
 
 def _stored_faces(folder: Path) -> dict[str, list[_StoredFace]]:

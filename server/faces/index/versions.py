@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stash_vision.atomic import replace_text
+
 from .errors import FaceIndexError, IndexCorruptError, IndexNotFoundError
 from .layout import CURRENT_LINK, MANIFEST_FILE
 from .manifest import IndexManifest, read_manifest
@@ -132,9 +134,7 @@ def read_lineage(folder: Path) -> Lineage:
 
 
 def write_lineage(folder: Path, lineage: Lineage) -> None:
-    temporary = folder / f".{LINEAGE_FILE}.{uuid.uuid4().hex}.tmp"
-    temporary.write_text(lineage.to_json(), encoding="utf-8")
-    os.replace(temporary, folder / LINEAGE_FILE)
+    replace_text(folder / LINEAGE_FILE, lineage.to_json(), mode=0o644)
 
 
 def _size(folder: Path) -> int:

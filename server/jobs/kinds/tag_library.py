@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -22,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stash_vision.atomic import replace_text
 from stash_vision.server.errors import InvalidInput, StashVisionError
 from stash_vision.server.image_source import ImagePath
 from stash_vision.server.jobs.listing import (
@@ -227,14 +226,7 @@ def _write_sidecar(sidecar: Path, json_result: str | None, item_started: float) 
     except FileNotFoundError:
         pass
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{sidecar.name}.", dir=sidecar.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(json_result)
-            os.replace(temporary, sidecar)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        replace_text(sidecar, json_result, mode=0o644)
     except OSError as error:
         raise SidecarNotWritten(f"cannot write {sidecar}: {error.strerror or error}") from None
     return "written"

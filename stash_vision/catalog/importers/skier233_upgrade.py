@@ -12,13 +12,12 @@ nothing already have CLIP and are left as they are."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stash_vision.atomic import replace_text
 from stash_vision.catalog.importers.skier233 import SKIER233_LICENCE
 from stash_vision.catalog.importers.skier233_yaml import NORMALIZATIONS, PROVENANCE_KEY
 
@@ -98,14 +97,5 @@ def _display_name(document: dict[str, Any], fallback: str) -> str:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write beside the file and rename over it: a reader never sees half a catalog.yaml."""
-    mode = path.stat().st_mode & 0o777
-    handle, temporary = tempfile.mkstemp(prefix=".catalog.", suffix=".yaml", dir=path.parent)
-    try:
-        os.chmod(temporary, mode)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """A reader never sees half a catalog.yaml; the file keeps its permissions."""
+    replace_text(path, text, mode=path.stat().st_mode & 0o777)
