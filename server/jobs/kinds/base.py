@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -96,7 +97,7 @@ class JobKind(Protocol, Generic[P]):
         ...
 
 
-def check_keys(params: Mapping[str, Any], allowed: set[str], kind: str) -> None:
+def check_keys(params: Mapping[str, Any], allowed: AbstractSet[str], kind: str) -> None:
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidInput(

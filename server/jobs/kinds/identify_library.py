@@ -20,19 +20,9 @@ from stash_vision.server.jobs.listing import MediaKind, media_kind, validate
 from stash_vision.server.media.paths import MediaPaths
 
 from .base import ItemOutcome, ItemProblem, check_keys, number
-from .tag_library import gallery_images, library_items, listing_request
+from .tag_library import LISTING_KEYS, gallery_images, library_items, listing_request
 
-_KEYS = {
-    "roots",
-    "paths",
-    "include",
-    "exclude",
-    "modified_since",
-    "media",
-    "top_k",
-    "max_distance",
-    "video_frames",
-}
+_KEYS = LISTING_KEYS | {"top_k", "max_distance", "video_frames"}
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,9 @@ PLUGIN_FRAME_INTERVAL = 2.0
 PLUGIN_VIDEO_THRESHOLD = 0.3
 PLUGIN_IMAGE_THRESHOLD = 0.5
 
-_KEYS = {
-    "roots",
-    "paths",
-    "include",
-    "exclude",
-    "modified_since",
-    "media",
+# The listing parameters both library kinds take (listing_request reads them).
+LISTING_KEYS = frozenset({"roots", "paths", "include", "exclude", "modified_since", "media"})
+_KEYS = LISTING_KEYS | {
     "frame_interval",
     "video_threshold",
     "image_threshold",
