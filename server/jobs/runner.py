@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import collections
 import contextlib
 import functools
 import logging
@@ -278,19 +277,11 @@ class JobRunner:
         }
 
     async def _publish_metrics(self) -> None:
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        token = ""
-        while True:
-            page = await self._call(
-                self.store.list_jobs, states=(), kinds=(), page_size=500, page_token=token
-            )
-            counts.update((job.kind, job.state.value) for job in page.jobs)
-            token = page.next_page_token
-            if not token:
-                break
+        # One GROUP BY, not every job record read back: this runs on every submit and every end.
+        counts = await self._call(self.store.counts_by_kind_and_state)
         for kind in self._kinds:
             for state in JobState:
-                metrics.JOBS.labels(kind, state.value).set(counts[(kind, state.value)])
+                metrics.JOBS.labels(kind, state.value).set(counts.get((kind, state.value), 0))
 
     async def _schedule(self) -> None:
         while True:

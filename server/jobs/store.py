@@ -261,6 +261,12 @@ class JobStore(Database):
         items = [_item(row) for row in rows[:page_size]]
         return ResultPage(items, _encode_token(items[-1].seq) if len(rows) > page_size else "")
 
+    def counts_by_kind_and_state(self) -> dict[tuple[str, str], int]:
+        """How many jobs of each kind are in each state (one GROUP BY, for the metrics)."""
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetchall()
+        return {(str(kind), str(state)): int(count) for kind, state, count in rows}
+
     def errors_by_kind(self, job_id: str) -> dict[str, int]:
         """Failed items counted by error kind (the error's class name)."""
         with self._transaction(write=False) as db:

@@ -334,3 +334,21 @@ def test_a_long_item_reports_its_progress_as_the_jobs_message(tmp_path: Path) ->
         await runner.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_jobs_gauge_counts_jobs_by_kind_and_state(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    async def scenario() -> None:
+        runner = _runner(tmp_path, Scripted())
+        await runner.start()
+        job = await runner.submit("scripted", {"count": 2})
+        await _until(runner, job.id, JobState.SUCCEEDED)
+        await runner.submit("scripted", {"count": 1})
+        await _until(runner, (await runner.list()).jobs[0].id, JobState.SUCCEEDED)
+        await runner.stop()
+
+    asyncio.run(scenario())
+    gauge = REGISTRY.get_sample_value("stash_vision_jobs", {"kind": "scripted", "state": "succeeded"})
+    assert gauge == 2
+    assert REGISTRY.get_sample_value("stash_vision_jobs", {"kind": "scripted", "state": "queued"}) == 0
