@@ -158,11 +158,14 @@ class GraphQLClient:
             # The client is made before the budget is taken, so that its set-up (TLS context) does
             # not delay this request toward the next one's slot.
             self._client()
-            if self.budget is not None:
-                await self.budget.acquire()
+            ticket = await self.budget.acquire() if self.budget is not None else None
             wait: float | None = None
             try:
-                response = await self._send(method, url, json, all_headers, max_bytes)
+                try:
+                    response = await self._send(method, url, json, all_headers, max_bytes)
+                finally:
+                    if self.budget is not None and ticket is not None:
+                        self.budget.done(ticket)
             except httpx.TimeoutException:
                 last = f"no answer within {self.timeout_s:g} s"
             except httpx.TransportError as error:

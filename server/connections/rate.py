@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 
@@ -16,9 +15,11 @@ class RateBudget:
     """`await budget.acquire()` before each request; it waits until the request fits the window.
 
     Each caller reserves its send time under a thread lock (no await in between), then sleeps until
-    it: the reservations stay sorted, so the check is exact, and one budget works across event loops
-    and threads. `margin_s` widens the window a little so that network jitter between sending here
-    and arriving there cannot make two requests look closer at the server than they were here."""
+    it, and one budget works across event loops and threads. When the answer is back, `done` moves
+    the request's entry to that moment: a request may have arrived at the server as late as its
+    answer, so counting it from then keeps every window measured at the server within the budget,
+    however long connection set-up or a loaded machine delayed it. `margin_s` widens the window a
+    little for what is left (clock jitter)."""
 
     def __init__(
         self,
@@ -33,26 +34,42 @@ class RateBudget:
         self.max_requests = max_requests
         self.window_s = window_s + (max(0.1, window_s / 100) if margin_s is None else margin_s)
         self._clock = clock
-        self._sent: deque[float] = deque()
+        self._sent: list[list[float]] = []  # [time, ticket], sorted by time
         self._lock = threading.Lock()
+        self._ticket = 0.0
 
     def reserve(self) -> float:
         """Reserves the earliest send time that keeps every window within the budget; returns the
         seconds to wait for it."""
+        return self.reserve_ticket()[0]
+
+    def reserve_ticket(self) -> tuple[float, float]:
+        """`reserve`, plus the ticket to hand to `done` when the answer is back."""
         with self._lock:
             now = self._clock()
-            while self._sent and now - self._sent[0] >= self.window_s:
-                self._sent.popleft()
-            at = max(now, self._sent[-1]) if self._sent else now
+            self._sent = [entry for entry in self._sent if now - entry[0] < self.window_s]
+            at = max(now, self._sent[-1][0]) if self._sent else now
             if len(self._sent) >= self.max_requests:
-                at = max(at, self._sent[-self.max_requests] + self.window_s)
-            self._sent.append(at)
-            return at - now
+                at = max(at, self._sent[-self.max_requests][0] + self.window_s)
+            self._ticket += 1.0
+            self._sent.append([at, self._ticket])
+            return at - now, self._ticket
 
-    async def acquire(self) -> None:
-        delay = self.reserve()
+    def done(self, ticket: float) -> None:
+        """The request's answer is back: count it from now."""
+        with self._lock:
+            now = self._clock()
+            for entry in self._sent:
+                if entry[1] == ticket:
+                    entry[0] = max(entry[0], now)
+            self._sent.sort()
+
+    async def acquire(self) -> float:
+        """Waits for a slot; returns the ticket to hand to `done` when the answer is back."""
+        delay, ticket = self.reserve_ticket()
         if delay > 0:
             await asyncio.sleep(delay)
+        return ticket
 
 
 _BUDGETS: dict[tuple[str, int, float], RateBudget] = {}
