@@ -19,8 +19,11 @@ def upright_bgr(frame: VideoFrame) -> BgrImage:
     image = cast(BgrImage, frame.to_ndarray(format="bgr24"))
     quarter_turns = round(frame.rotation / 90) % 4
     if quarter_turns:
-        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-    return image
+        image = np.rot90(image, quarter_turns)
+    # PyAV hands back a view over FFmpeg's padded rows when the line size is wider than
+    # width*3 (the padding depends on the CPU's SIMD width, so one machine sees it and another
+    # does not); copy once here so every consumer gets plain rows.
+    return np.ascontiguousarray(image)
 
 
 def vr_crop(frame: BgrImage) -> BgrImage:
