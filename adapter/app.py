@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from stash_vision import __version__
 from stash_vision.adapter.metrics import IN_FLIGHT, LATENCY, REQUESTS
-from stash_vision.adapter.routes import faces, health, indexes, jobs, tagging, video
+from stash_vision.adapter.routes import faces, health, indexes, jobs, stash_ai, stash_sense, tagging, video
 from stash_vision.adapter.server_client import ServerClient
 from stash_vision.settings import Settings
 
@@ -41,6 +41,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(faces.router)
     app.include_router(jobs.router)
     app.include_router(indexes.router)
+    app.include_router(stash_sense.router)
+    app.include_router(stash_ai.router)
 
     @app.middleware("http")
     async def track(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ariadne import ObjectType, UnionType
+from ariadne import MutationType, ObjectType, UnionType
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tests.standins import stash_performer_writes, stash_tag_writes
 from tests.standins.graphql_server import StandInServer, base_url
 
 STASH_PATH = "/stash-media"  # where Stash sees ../shared/testdata
@@ -35,6 +36,10 @@ class Fixtures:
     scenes: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     galleries: dict[str, list[str]] = field(default_factory=dict)  # gallery id -> image ids
+    tags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    markers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every mutation the stand-in executed, in order: (mutation field name, its arguments).
+    mutations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def default_fixtures(testdata: Path, zip_path: Path | None = None, extra_performers: int = 30) -> Fixtures:
@@ -147,6 +152,13 @@ class StashStandIn(StandInServer):
         image.set_field("paths", lambda obj, info: {"image": f"{base_url(info)}/image/{obj['id']}/image"})
         image.set_field("performers", lambda obj, _: [self.fx.performers[p] for p in obj["_performers"]])
         performer.set_field("image_path", self._performer_image)
+        mutation = MutationType()
+        extra: list[ObjectType | UnionType] = []
+        # Writes (and the reads that go with them) live in their own modules, one per concern.
+        for module in (stash_performer_writes, stash_tag_writes):
+            extra.extend(
+                module.bind(self, query, mutation, {"Scene": scene, "Image": image, "Performer": performer})
+            )
         routes = [
             Route("/scene/{id}/stream", self._stream),
             Route("/image/{id}/image", self._image),
@@ -154,7 +166,7 @@ class StashStandIn(StandInServer):
         ]
         super().__init__(
             schema_dir,
-            [query, scene, image, performer, UnionType("VisualFile")],
+            [query, mutation, scene, image, performer, UnionType("VisualFile"), *extra],
             routes,
             api_key=api_key,
             allow_query_key=True,

@@ -1,0 +1,7 @@
+"""AI Overhaul: routes (see the package docstring)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,7 @@
+"""Stash Sense: performers routes (see the package docstring)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
