@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,6 +185,10 @@ def test_show_prints_the_job_its_error_counts_and_last_events(
     events = out.split("last events:\n")[1].splitlines()
     assert len(events) == 10 and events[0].endswith("info    event 2")
     assert events[-1].endswith("warning event 11")
+    # The server unsubscribes in its own thread once the CLI's stream closes: give it a moment.
+    deadline = time.monotonic() + 5
+    while fake.subscribers[job_id] and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert fake.subscribers[job_id] == []
     assert jobs("show", "nope") == 1
     assert capsys.readouterr().err == "error: no job 'nope'\n"
