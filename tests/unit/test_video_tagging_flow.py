@@ -169,11 +169,22 @@ def test_every_sample_records_its_decode_preprocess_and_triton_stages(clip: Path
 
 
 def test_one_video_has_at_most_six_frames_in_flight(clip: Path) -> None:
-    session = FakeSession(delay_s=0.02)
+    # Inference is held until six frames wait on it (or 10 s pass), so the cap is reached however
+    # slowly a loaded machine decodes; once released, the peak must never pass six.
+    gate = asyncio.Event()
+    session = FakeSession(delay_s=0.02, gate=gate)
     videos = make_videos(session, global_frames_in_flight=8)
 
+    async def release_at_six() -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while frames_in_flight() < 6 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        gate.set()
+
     async def scenario() -> None:
+        releaser = asyncio.create_task(release_at_six())
         assert (await tag(videos, clip)).frames == 40
+        await releaser
 
     run(scenario)
     assert max(session.in_flight_seen) == 6
