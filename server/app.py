@@ -25,6 +25,7 @@ from stash_vision.server.api.servicers import (
     VideoTaggingServicer,
 )
 from stash_vision.server.auth import ApiKeyInterceptor
+from stash_vision.server.connections.stash import StashConnection
 from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.faces.index_holder import IndexHolder
 from stash_vision.server.faces.pipeline import FacePipeline
@@ -123,6 +124,8 @@ def build_face_identification(
         query_ef=settings.face_query_ef,
         max_images=settings.max_images_per_request,
         results=results,
+        stash=StashConnection.from_settings(settings),
+        stash_gallery_max_images=settings.stash_gallery_max_images,
     )
 
 

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     stash_api_key: str | None = Field(
         default=None, description="Stash's API key (sent as the ApiKey header)."
     )
+    stash_gallery_max_images: int = Field(
+        default=500,
+        ge=1,
+        description="Images of one Stash gallery identified per request, chosen evenly across it (Stash Sense's plugin waits 300 s).",
+    )
     stashbox_endpoints: list[StashBoxEndpoint] = Field(
         default_factory=list,
         description='stash-box instances, JSON [{"name", "endpoint", "api_key", "max_requests_per_minute"}].',

@@ -28,6 +28,10 @@ def image_ref(source: media_pb2.ImageSource) -> ImageRef:
         return ImageBytes(source.data)
     if which == "path":
         return ImagePath(source.path)
+    if which == "stash_image_id":
+        raise InvalidInput(
+            "image.stash_image_id is accepted by the face services only; send image.data or image.path"
+        )
     raise InvalidInput("image is required: set image.data (encoded bytes) or image.path (a server-side path)")
 
 

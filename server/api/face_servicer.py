@@ -9,19 +9,31 @@ import grpc
 
 from stash_vision.server.api.convert import image_ref
 from stash_vision.server.api.status import mapped_errors, mapped_stream_errors
+from stash_vision.server.errors import InvalidInput
 from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.faces.index.records import PerformerRecord
 from stash_vision.server.faces.matching import EmbedderDistance, Match
 from stash_vision.server.faces.pipeline import Face, FaceGates
 from stash_vision.server.faces.results import (
     AnsweredBy,
+    GalleryResult,
     IdentifyOptions,
     VideoPerson,
     VideoProgress,
     VideoRequest,
     VideoResult,
 )
-from stash_vision.v1 import faces_pb2, faces_pb2_grpc
+from stash_vision.server.faces.stash_media import FaceImageRef, StashImageRef
+from stash_vision.v1 import faces_pb2, faces_pb2_grpc, media_pb2
+
+
+def face_image_ref(source: media_pb2.ImageSource) -> FaceImageRef:
+    """image_ref, plus a Stash image id (only the face services read the user's Stash)."""
+    if source.WhichOneof("source") == "stash_image_id":
+        if not source.stash_image_id.strip():
+            raise InvalidInput("image.stash_image_id is empty")
+        return StashImageRef(source.stash_image_id.strip())
+    return image_ref(source)
 
 
 def _face(face: Face) -> faces_pb2.Face:
@@ -130,7 +142,9 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
     async def DetectFaces(
         self, request: faces_pb2.DetectFacesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> faces_pb2.DetectFacesResponse:
-        faces, width, height = await self.faces.detect(image_ref(request.image), self._gates(request.filter))
+        faces, width, height = await self.faces.detect(
+            face_image_ref(request.image), self._gates(request.filter)
+        )
         return faces_pb2.DetectFacesResponse(
             faces=[_face(f) for f in faces],
             image_width=width,
@@ -143,7 +157,7 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
         self, request: faces_pb2.EmbedFacesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> faces_pb2.EmbedFacesResponse:
         embedded = await self.faces.embed(
-            image_ref(request.image), self._gates(request.filter), request.largest_only
+            face_image_ref(request.image), self._gates(request.filter), request.largest_only
         )
         return faces_pb2.EmbedFacesResponse(
             faces=[
@@ -164,7 +178,7 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
         self, request: faces_pb2.CompareFacesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> faces_pb2.CompareFacesResponse:
         result = await self.faces.compare(
-            image_ref(request.first), image_ref(request.second), self._gates(request.filter)
+            face_image_ref(request.first), face_image_ref(request.second), self._gates(request.filter)
         )
         return faces_pb2.CompareFacesResponse(
             first_faces=[_face(f) for f in result.first_faces],
@@ -188,7 +202,9 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
     async def IdentifyImage(
         self, request: faces_pb2.IdentifyImageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> faces_pb2.IdentifyImageResponse:
-        faces, answered = await self.faces.identify_image(image_ref(request.image), _options(request.options))
+        faces, answered = await self.faces.identify_image(
+            face_image_ref(request.image), _options(request.options)
+        )
         return faces_pb2.IdentifyImageResponse(
             faces=[
                 faces_pb2.IdentifiedFace(face=_face(f.face), matches=[_match(m) for m in f.matches])
@@ -201,8 +217,7 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
     async def IdentifyGallery(
         self, request: faces_pb2.IdentifyGalleryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> faces_pb2.IdentifyGalleryResponse:
-        refs = [image_ref(source) for source in request.images]
-        result = await self.faces.identify_gallery(refs, _options(request.options))
+        result = await self._gallery(request)
         return faces_pb2.IdentifyGalleryResponse(
             total_images=result.total_images,
             images_processed=result.images_processed,
@@ -219,7 +234,18 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
             ],
             errors=[faces_pb2.ImageError(image_index=i, message=m) for i, m in result.errors],
             answered_by=_answered(result.answered_by),
+            images_selected=result.images_selected,
+            image_ids=result.image_ids,
         )
+
+    async def _gallery(self, request: faces_pb2.IdentifyGalleryRequest) -> GalleryResult:
+        options = _options(request.options)
+        gallery_id = request.stash_gallery_id.strip()
+        if gallery_id and request.images:
+            raise InvalidInput("give either images or stash_gallery_id, not both")
+        if gallery_id:
+            return await self.faces.identify_stash_gallery(gallery_id, options)
+        return await self.faces.identify_gallery([face_image_ref(s) for s in request.images], options)
 
     @mapped_stream_errors
     async def IdentifyVideo(
@@ -230,9 +256,10 @@ class FaceServicer(faces_pb2_grpc.FaceServiceServicer):  # type: ignore[misc]
             num_frames=request.num_frames,
             start_fraction=request.start_fraction if request.HasField("start_fraction") else None,
             end_fraction=request.end_fraction if request.HasField("end_fraction") else None,
-            cover=image_ref(request.cover) if request.HasField("cover") else None,
+            cover=face_image_ref(request.cover) if request.HasField("cover") else None,
             options=_options(request.options),
             cluster_distance=request.cluster_distance if request.HasField("cluster_distance") else None,
+            stash_scene_id=request.stash_scene_id.strip(),
         )
         async for event in self.faces.identify_video(video):
             if isinstance(event, VideoProgress):

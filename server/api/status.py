@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from stash_vision.server import errors
+from stash_vision.server.connections import errors as source_errors
 
 log = logging.getLogger("stash_vision.server")
 
@@ -32,6 +33,14 @@ CODES: dict[type[errors.StashVisionError], grpc.StatusCode] = {
     errors.JobConflict: grpc.StatusCode.FAILED_PRECONDITION,
     errors.JobsUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
+    # The user's Stash (or a stash-box) behind a call that names its ids.
+    source_errors.SourceNotConfigured: grpc.StatusCode.FAILED_PRECONDITION,
+    source_errors.SourceNotFound: grpc.StatusCode.NOT_FOUND,
+    source_errors.SourceBadContent: grpc.StatusCode.INVALID_ARGUMENT,
+    source_errors.SourceUnreachable: grpc.StatusCode.UNAVAILABLE,
+    source_errors.SourceAuthFailed: grpc.StatusCode.UNAVAILABLE,
+    source_errors.SourceQueryFailed: grpc.StatusCode.UNAVAILABLE,
+    source_errors.SourceError: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -32,3 +32,7 @@ class SourceNotFound(SourceError):
 
 class SourceBadContent(SourceError):
     """A download that is too large, not an image, or not decodable."""
+
+
+class SourceNotConfigured(SourceError):
+    """The call names the source's objects (a Stash scene id) but no such source is configured."""

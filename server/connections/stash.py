@@ -28,7 +28,7 @@ from stash_vision.server.connections.status import probe
 from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound
 from stash_vision.server.media.paths import MediaLocation, MediaPaths
 
-_SCENE_FIELDS = """id files { path duration width height frame_rate } paths { stream }
+_SCENE_FIELDS = """id files { path duration width height frame_rate } paths { stream screenshot }
   performers { id name stash_ids { endpoint stash_id } }"""
 _SCENE = f"query Scene($id: ID!) {{ findScene(id: $id) {{ {_SCENE_FIELDS} }} }}"
 _SCENES = f"""query Scenes($scene_filter: SceneFilterType, $filter: FindFilterType) {{
@@ -38,6 +38,7 @@ _IMAGE_FIELDS = """id visual_files { ... on ImageFile { path width height zip_fi
 _IMAGE = f"query Image($id: ID!) {{ findImage(id: $id) {{ {_IMAGE_FIELDS} }} }}"
 _IMAGES = f"""query Images($image_filter: ImageFilterType, $filter: FindFilterType) {{
   findImages(image_filter: $image_filter, filter: $filter) {{ count images {{ {_IMAGE_FIELDS} }} }} }}"""
+_GALLERY = "query Gallery($id: ID!) { findGallery(id: $id) { id image_count } }"
 _PERFORMERS = """query Performers($filter: FindFilterType) { findPerformers(filter: $filter) {
   count performers { id name disambiguation alias_list image_path stash_ids { endpoint stash_id } } } }"""
 
@@ -88,6 +89,7 @@ class StashScene:
     stream_url: str | None
     performers: list[StashPerformer]
     frame_rate: float | None = None
+    screenshot_url: str | None = None
 
 
 def _scene(raw: dict[str, Any]) -> StashScene:
@@ -99,6 +101,7 @@ def _scene(raw: dict[str, Any]) -> StashScene:
         stream_url=(raw.get("paths") or {}).get("stream"),
         performers=[_performer(p) for p in raw.get("performers") or []],
         frame_rate=files[0].get("frame_rate") if files else None,
+        screenshot_url=(raw.get("paths") or {}).get("screenshot"),
     )
 
 
@@ -210,6 +213,14 @@ class StashConnection:
             if page * self.page_size >= result["count"] or not result[items]:
                 return
             page += 1
+
+    async def gallery_image_count(self, gallery_id: str) -> int:
+        """The number of images in the gallery; SourceNotFound when Stash has no such gallery."""
+        data = await self.client.execute(_GALLERY, {"id": gallery_id})
+        raw = data.get("findGallery")
+        if raw is None:
+            raise SourceNotFound(self.name, f"{self.name} has no gallery {gallery_id}")
+        return int(raw.get("image_count") or 0)
 
     def gallery_images(self, gallery_id: str) -> AsyncIterator[StashImage]:
         return self._images({"galleries": {"value": [gallery_id], "modifier": "INCLUDES"}})

@@ -1,16 +1,19 @@
 """Face services of the server: detect, embed, compare, and identify performers in an image, a
 gallery or a scene. Transport-free: the gRPC servicer translates these results (`results`); how a
-scene's faces become persons is `scene_people`."""
+scene's faces become persons is `scene_people`; Stash ids become media in `stash_media`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from stash_vision.server.arrays import BgrImage
+from stash_vision.server.connections.stash import StashConnection
 from stash_vision.server.errors import AccessDenied, InvalidInput, MediaNotFound, ProfileUnavailable, TooLarge
 from stash_vision.server.faces.index.store import FaceIndex
 from stash_vision.server.faces.index_holder import IndexHolder
@@ -39,10 +42,11 @@ from stash_vision.server.faces.results import (
 )
 from stash_vision.server.faces.scene_frames import FrameReport, SceneFrame, evenly_spaced, read_frames
 from stash_vision.server.faces.scene_people import FrameFaces, people_in_scene
+from stash_vision.server.faces.stash_media import FaceImageRef, StashImageRef, StashMedia, is_image_problem
 from stash_vision.server.faces.stored_faces import StoredFaces
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.media.paths import MediaPaths
-from stash_vision.server.media.video import probe
+from stash_vision.server.media.video import VideoInfo, probe
 from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.workers import CpuPool
 
@@ -52,6 +56,22 @@ DEFAULT_VIDEO_FRAMES = 60
 MAX_VIDEO_FRAMES = 600
 # Frames being detected/embedded at once for one scene; the reader waits beyond this (bounded memory).
 _FRAMES_IN_FLIGHT = 6
+
+
+@dataclass(frozen=True)
+class _Video:
+    """Where a scene's frames come from: a file or a stream with FFmpeg options."""
+
+    source: Path | str
+    info: VideoInfo
+    label: str
+    cover: ImageRef | None
+    options: dict[str, str] | None = None
+    redact: Callable[[str], str] = str
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.source, str)
 
 
 class FaceIdentification:
@@ -69,6 +89,8 @@ class FaceIdentification:
         query_ef: int,
         max_images: int,
         results: ResultCache | None = None,
+        stash: StashConnection | None = None,
+        stash_gallery_max_images: int = 500,
     ) -> None:
         self.profile = profile
         self._pipeline = pipeline
@@ -81,6 +103,8 @@ class FaceIdentification:
         self.query_ef = query_ef
         self.max_images = max_images
         self.stored = StoredFaces(results or ResultCache(None), loader, profile)
+        self.stash = StashMedia(stash)
+        self.stash_gallery_max_images = stash_gallery_max_images
 
     # -- building blocks ---------------------------------------------------------------------------
 
@@ -118,18 +142,23 @@ class FaceIdentification:
     async def _image(self, ref: ImageRef) -> BgrImage:
         return await self.pool.run(self.loader.load, ref)
 
+    async def _resolved(self, ref: FaceImageRef) -> ImageRef:
+        """A Stash image id as its file or its downloaded bytes; other refs as they are."""
+        return await self.stash.image(ref) if isinstance(ref, StashImageRef) else ref
+
     def answered(self, index: FaceIndex | None = None) -> AnsweredBy:
         return AnsweredBy(self.profile.name, index.version if index is not None else "")
 
     # -- detect / embed / compare -------------------------------------------------------------------
 
-    async def detect(self, ref: ImageRef, gates: FaceGates) -> tuple[list[Face], int, int]:
-        image = await self._image(ref)
+    async def detect(self, ref: FaceImageRef, gates: FaceGates) -> tuple[list[Face], int, int]:
+        image = await self._image(await self._resolved(ref))
         faces, _ = await self.pipeline.detect(image, gates)
         return faces, image.shape[1], image.shape[0]
 
-    async def embed(self, ref: ImageRef, gates: FaceGates, largest_only: bool) -> list[EmbeddedFace]:
+    async def embed(self, ref: FaceImageRef, gates: FaceGates, largest_only: bool) -> list[EmbeddedFace]:
         pipeline = self.pipeline  # a profile that cannot run says so, stored faces or not
+        ref = await self._resolved(ref)
         key, kept = await self.stored.get(ref, gates, largest_only)
         if kept is not None:
             return kept
@@ -141,7 +170,7 @@ class FaceIdentification:
         await self.stored.put(key, embedded)
         return embedded
 
-    async def compare(self, first: ImageRef, second: ImageRef, gates: FaceGates) -> Comparison:
+    async def compare(self, first: FaceImageRef, second: FaceImageRef, gates: FaceGates) -> Comparison:
         left, right = await asyncio.gather(self.embed(first, gates, False), self.embed(second, gates, False))
         weights = self.profile.weights()
         pairs = []
@@ -189,7 +218,7 @@ class FaceIdentification:
         return assign_unique(per_face)
 
     async def identify_image(
-        self, ref: ImageRef, options: IdentifyOptions
+        self, ref: FaceImageRef, options: IdentifyOptions
     ) -> tuple[list[IdentifiedFace], AnsweredBy]:
         top_k = self._top_k(options.top_k)
         max_distance = self._max_distance(options.max_distance)
@@ -200,7 +229,7 @@ class FaceIdentification:
         faces = [IdentifiedFace(face.face, found) for face, found in zip(embedded, matches, strict=True)]
         return faces, self.answered(index)
 
-    async def identify_gallery(self, refs: Sequence[ImageRef], options: IdentifyOptions) -> GalleryResult:
+    async def identify_gallery(self, refs: Sequence[FaceImageRef], options: IdentifyOptions) -> GalleryResult:
         if not refs:
             raise InvalidInput("a gallery needs at least one image")
         if len(refs) > self.max_images:
@@ -208,13 +237,28 @@ class FaceIdentification:
                 f"{len(refs)} images in one gallery request; the limit is {self.max_images} "
                 "(STASH_VISION_MAX_IMAGES_PER_REQUEST)"
             )
+        return await self._gallery(refs, options)
+
+    async def identify_stash_gallery(self, gallery_id: str, options: IdentifyOptions) -> GalleryResult:
+        """A gallery of the user's Stash: every image listed, at most stash_gallery_max_images of
+        them (chosen evenly) identified; `total_images` counts them all."""
+        self._top_k(options.top_k)  # bad options are reported before Stash is asked
+        gallery = await self.stash.gallery(gallery_id, self.stash_gallery_max_images)
+        if not gallery.chosen:
+            index = await self.indexes.get()
+            return GalleryResult(0, 0, 0, [], [], self.answered(index))
+        refs = [StashImageRef(image.id, image) for image in gallery.chosen]
+        result = await self._gallery(refs, options)
+        return replace(result, total_images=gallery.total, image_ids=[image.id for image in gallery.chosen])
+
+    async def _gallery(self, refs: Sequence[FaceImageRef], options: IdentifyOptions) -> GalleryResult:
         top_k = self._top_k(options.top_k)
         max_distance = self._max_distance(options.max_distance)
         gates = self.gates(options.min_confidence, options.min_face_size)
         index = await self.indexes.get()
         slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
 
-        async def one(ref: ImageRef) -> list[list[Match]] | str:
+        async def one(ref: FaceImageRef) -> list[list[Match]] | str:
             async with slots:
                 try:
                     embedded = await self.embed(ref, gates, False)
@@ -222,8 +266,18 @@ class FaceIdentification:
                 except (InvalidInput, TooLarge, MediaNotFound, AccessDenied) as error:
                     # A bad image is reported with its index; the rest of the gallery still counts.
                     return str(error)
+                except Exception as error:
+                    if is_image_problem(error):
+                        return str(error)
+                    raise  # Stash or Triton down: the whole answer would be wrong
 
-        results = await asyncio.gather(*(one(ref) for ref in refs))
+        tasks = [asyncio.ensure_future(one(ref)) for ref in refs]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
         per_image: list[list[list[Match]]] = []
         errors: list[tuple[int, str]] = []
         faces_detected = 0
@@ -240,8 +294,28 @@ class FaceIdentification:
             for v in votes
         ]
         return GalleryResult(
-            len(refs), len(refs) - len(errors), faces_detected, performers, errors, self.answered(index)
+            len(refs),
+            len(refs) - len(errors),
+            faces_detected,
+            performers,
+            errors,
+            self.answered(index),
+            images_selected=len(refs),
         )
+
+    async def _video(self, request: VideoRequest) -> _Video:
+        """The request's video (a path, or a Stash scene read from its file or its stream) and its
+        cover frame (the one given, else a Stash scene's screenshot)."""
+        if bool(request.path) == bool(request.stash_scene_id):
+            raise InvalidInput("give exactly one of path (a server-side video) and stash_scene_id")
+        cover = await self._resolved(request.cover) if request.cover is not None else None
+        if request.path:
+            path = self.paths.resolve(request.path)
+            return _Video(path, await self.pool.run(probe, path), request.path, cover)
+        video = await self.stash.scene(request.stash_scene_id)
+        if cover is None:
+            cover = await self.stash.screenshot(video)
+        return _Video(video.source, video.info, video.label, cover, video.options, video.redact)
 
     async def identify_video(self, request: VideoRequest) -> AsyncIterator[VideoProgress | VideoResult]:
         started = time.perf_counter()
@@ -263,8 +337,8 @@ class FaceIdentification:
         gates = self.gates(request.options.min_confidence, request.options.min_face_size)
         index = await self.indexes.get()
         pipeline = self.pipeline
-        path = self.paths.resolve(request.path)
-        info = await self.pool.run(probe, path)
+        video = await self._video(request)
+        info = video.info
         times = evenly_spaced(info.duration_s, count, start, end)
         report = FrameReport(requested=len(times))
 
@@ -285,11 +359,11 @@ class FaceIdentification:
             counts["kept"] += len(faces)
             frames.append(FrameFaces(frame.index, frame.time_s, embedded, matches))
 
-        if request.cover is not None:
-            cover = await self._image(request.cover)
+        if video.cover is not None:
+            cover = await self._image(video.cover)
             await analyse(SceneFrame(-1, -1.0, cover))
 
-        iterator = read_frames(path, info, times, report)
+        iterator = read_frames(video.source, info, times, report, options=video.options)
         slots = asyncio.Semaphore(_FRAMES_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
@@ -340,10 +414,13 @@ class FaceIdentification:
             if reading is not None and not reading.done():
                 await asyncio.wait({reading})
             iterator.close()
+        report.errors = [video.redact(error) for error in report.errors]
         yield VideoProgress(report.decoded, len(times), time.perf_counter() - started)
-        if report.decoded == 0 and request.cover is None:
+        if report.decoded == 0 and video.cover is None:
+            if video.streamed:
+                raise self.stash.stream_failed(video.label, report.errors)
             raise InvalidInput(
-                f"no frame of {request.path} could be decoded"
+                f"no frame of {video.label} could be decoded"
                 + (f" ({report.errors[0]})" if report.errors else "")
             )
 

@@ -6,11 +6,11 @@ translates them to and from protobuf.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stash_vision.server.faces.matching import EmbedderDistance, Match
 from stash_vision.server.faces.pipeline import Face
-from stash_vision.server.image_source import ImageRef
+from stash_vision.server.faces.stash_media import FaceImageRef
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class GalleryResult:
     performers: list[GalleryPerformer]
     errors: list[tuple[int, str]]
     answered_by: AnsweredBy
+    # Images identified: total_images, or fewer when a Stash gallery is above the cap.
+    images_selected: int = 0
+    # For a Stash gallery, the Stash id of each selected image (indexes point into this list).
+    image_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,11 @@ class VideoRequest:
     num_frames: int = 0
     start_fraction: float | None = None
     end_fraction: float | None = None
-    cover: ImageRef | None = None
+    cover: FaceImageRef | None = None
     options: IdentifyOptions = IdentifyOptions()
     cluster_distance: float | None = None
+    # A scene of the user's Stash instead of `path` (exactly one of the two).
+    stash_scene_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -232,12 +232,14 @@ class IdentifyImageResponse(_message.Message):
     def __init__(self, faces: _Optional[_Iterable[_Union[IdentifiedFace, _Mapping]]] = ..., answered_by: _Optional[_Union[AnsweredBy, _Mapping]] = ...) -> None: ...
 
 class IdentifyGalleryRequest(_message.Message):
-    __slots__ = ("images", "options")
+    __slots__ = ("images", "options", "stash_gallery_id")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    STASH_GALLERY_ID_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_media_pb2.ImageSource]
     options: IdentifyOptions
-    def __init__(self, images: _Optional[_Iterable[_Union[_media_pb2.ImageSource, _Mapping]]] = ..., options: _Optional[_Union[IdentifyOptions, _Mapping]] = ...) -> None: ...
+    stash_gallery_id: str
+    def __init__(self, images: _Optional[_Iterable[_Union[_media_pb2.ImageSource, _Mapping]]] = ..., options: _Optional[_Union[IdentifyOptions, _Mapping]] = ..., stash_gallery_id: _Optional[str] = ...) -> None: ...
 
 class GalleryPerformer(_message.Message):
     __slots__ = ("best_match", "average_distance", "image_count", "image_indexes", "vote_share")
@@ -262,23 +264,27 @@ class ImageError(_message.Message):
     def __init__(self, image_index: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class IdentifyGalleryResponse(_message.Message):
-    __slots__ = ("total_images", "images_processed", "faces_detected", "performers", "errors", "answered_by")
+    __slots__ = ("total_images", "images_processed", "faces_detected", "performers", "errors", "answered_by", "images_selected", "image_ids")
     TOTAL_IMAGES_FIELD_NUMBER: _ClassVar[int]
     IMAGES_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     FACES_DETECTED_FIELD_NUMBER: _ClassVar[int]
     PERFORMERS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_SELECTED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     total_images: int
     images_processed: int
     faces_detected: int
     performers: _containers.RepeatedCompositeFieldContainer[GalleryPerformer]
     errors: _containers.RepeatedCompositeFieldContainer[ImageError]
     answered_by: AnsweredBy
-    def __init__(self, total_images: _Optional[int] = ..., images_processed: _Optional[int] = ..., faces_detected: _Optional[int] = ..., performers: _Optional[_Iterable[_Union[GalleryPerformer, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[ImageError, _Mapping]]] = ..., answered_by: _Optional[_Union[AnsweredBy, _Mapping]] = ...) -> None: ...
+    images_selected: int
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, total_images: _Optional[int] = ..., images_processed: _Optional[int] = ..., faces_detected: _Optional[int] = ..., performers: _Optional[_Iterable[_Union[GalleryPerformer, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[ImageError, _Mapping]]] = ..., answered_by: _Optional[_Union[AnsweredBy, _Mapping]] = ..., images_selected: _Optional[int] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IdentifyVideoRequest(_message.Message):
-    __slots__ = ("path", "num_frames", "start_fraction", "end_fraction", "cover", "options", "cluster_distance")
+    __slots__ = ("path", "num_frames", "start_fraction", "end_fraction", "cover", "options", "cluster_distance", "stash_scene_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     START_FRACTION_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +292,7 @@ class IdentifyVideoRequest(_message.Message):
     COVER_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    STASH_SCENE_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     num_frames: int
     start_fraction: float
@@ -293,7 +300,8 @@ class IdentifyVideoRequest(_message.Message):
     cover: _media_pb2.ImageSource
     options: IdentifyOptions
     cluster_distance: float
-    def __init__(self, path: _Optional[str] = ..., num_frames: _Optional[int] = ..., start_fraction: _Optional[float] = ..., end_fraction: _Optional[float] = ..., cover: _Optional[_Union[_media_pb2.ImageSource, _Mapping]] = ..., options: _Optional[_Union[IdentifyOptions, _Mapping]] = ..., cluster_distance: _Optional[float] = ...) -> None: ...
+    stash_scene_id: str
+    def __init__(self, path: _Optional[str] = ..., num_frames: _Optional[int] = ..., start_fraction: _Optional[float] = ..., end_fraction: _Optional[float] = ..., cover: _Optional[_Union[_media_pb2.ImageSource, _Mapping]] = ..., options: _Optional[_Union[IdentifyOptions, _Mapping]] = ..., cluster_distance: _Optional[float] = ..., stash_scene_id: _Optional[str] = ...) -> None: ...
 
 class TimeRange(_message.Message):
     __slots__ = ("start", "end")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstash_vision/v1/media.proto\x12\x0fstash_vision.v1\"7\n\x0bImageSource\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x42\x08\n\x06sourceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstash_vision/v1/media.proto\x12\x0fstash_vision.v1\"Q\n\x0bImageSource\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x12\x18\n\x0estash_image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06sourceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stash_vision.v1.media_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGESOURCE']._serialized_start=48
-  _globals['_IMAGESOURCE']._serialized_end=103
+  _globals['_IMAGESOURCE']._serialized_end=129
 # @@protoc_insertion_point(module_scope)

@@ -5,9 +5,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ImageSource(_message.Message):
-    __slots__ = ("data", "path")
+    __slots__ = ("data", "path", "stash_image_id")
     DATA_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    STASH_IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     path: str
-    def __init__(self, data: _Optional[bytes] = ..., path: _Optional[str] = ...) -> None: ...
+    stash_image_id: str
+    def __init__(self, data: _Optional[bytes] = ..., path: _Optional[str] = ..., stash_image_id: _Optional[str] = ...) -> None: ...

@@ -143,6 +143,7 @@ class StashStandIn(StandInServer):
         query.set_field("findScene", lambda _, __, id=None, **___: self.fx.scenes.get(str(id)))
         query.set_field("findImage", lambda _, __, id=None, **___: self.fx.images.get(str(id)))
         query.set_field("findImages", self._find_images)
+        query.set_field("findGallery", self._find_gallery)
         query.set_field("findScenes", self._find_scenes)
         query.set_field("findPerformers", self._find_performers)
         scene.set_field("files", self._scene_files)
@@ -161,6 +162,7 @@ class StashStandIn(StandInServer):
             )
         routes = [
             Route("/scene/{id}/stream", self._stream),
+            Route("/scene/{id}/screenshot", self._screenshot),
             Route("/image/{id}/image", self._image),
             Route("/performer/{id}/image", self._performer_image_file),
         ]
@@ -196,6 +198,10 @@ class StashStandIn(StandInServer):
             else:
                 raise ValueError(f"stand-in: image_filter {key} {crit} not implemented")
         return {"count": len(images), "megapixels": 0.0, "filesize": 0.0, "images": _page(images, filter)}
+
+    def _find_gallery(self, _: Any, __: Any, id: str | None = None) -> dict[str, Any] | None:
+        images = self.fx.galleries.get(str(id))
+        return None if images is None else {"id": str(id), "image_count": len(images)}
 
     def _find_scenes(
         self,
@@ -266,6 +272,13 @@ class StashStandIn(StandInServer):
         if scene is None:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(scene["_real"], media_type="video/mp4")
+
+    async def _screenshot(self, request: Request) -> Response:
+        """A scene's `_screenshot` file; 404 (as for a scene Stash made no screenshot of) without one."""
+        scene = self.fx.scenes.get(request.path_params["id"])
+        if scene is None or scene.get("_screenshot") is None:
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(scene["_screenshot"], media_type="image/jpeg")
 
     async def _image(self, request: Request) -> Response:
         image = self.fx.images.get(request.path_params["id"])

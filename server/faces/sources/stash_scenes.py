@@ -23,7 +23,8 @@ import cv2
 from stash_vision.server.connections.errors import SourceBadContent
 from stash_vision.server.connections.stash import Remote, StashConnection, StashScene
 from stash_vision.server.faces.scene_frames import FrameReport, evenly_spaced, read_frames
-from stash_vision.server.media.video import VideoInfo, probe
+from stash_vision.server.faces.stash_media import stream_info
+from stash_vision.server.media.video import probe
 
 from .base import SourceImage
 
@@ -76,7 +77,7 @@ def _read_encoded(where: Path | Remote, scene: StashScene, times: list[float]) -
         frames = read_frames(where, info, times, report)
     else:
         headers = "".join(f"{name}: {value}\r\n" for name, value in where.headers.items())
-        frames = read_frames(where.url, _stream_info(scene), times, report, options={"headers": headers})
+        frames = read_frames(where.url, stream_info(scene), times, report, options={"headers": headers})
     encoded: dict[int, bytes] = {}
     for frame in frames:
         ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
@@ -85,22 +86,3 @@ def _read_encoded(where: Path | Remote, scene: StashScene, times: list[float]) -
     if not encoded and report.errors:
         raise SourceBadContent("stash", f"scene {scene.id}: {'; '.join(report.errors[:3])}")
     return encoded
-
-
-def _stream_info(scene: StashScene) -> VideoInfo:
-    """What the frame reader needs of a stream only Stash can read, from what Stash reports (no
-    probing over the network): the duration and frame rate; keyframe spacing unknown."""
-    return VideoInfo(
-        duration_s=scene.duration or 0.0,
-        fps=scene.frame_rate or 0.0,
-        frame_count_estimate=0,
-        width=0,
-        height=0,
-        codec="",
-        keyframe_interval_s=None,
-        has_b_frames=False,
-        container_format="",
-        header_frames=0,
-        timestamps_reliable=False,
-        indexed=False,
-    )
