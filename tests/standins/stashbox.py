@@ -1,5 +1,5 @@
 """A stash-box stand-in on stash-box's real schema (../shared/stash-api/stash-box/schema):
-fixture performers with face images from ../shared/testdata, `queryPerformers` honouring page,
+fixture performers with face images from ../shared/testdata, `findPerformer`, `queryPerformers` honouring page,
 per_page, sort (UPDATED_AT, CREATED_AT, NAME) and direction, and `/images/{id}?size=` scaling the
 image like stash-box does. Any other filter the client might send fails loudly rather than being
 ignored."""
@@ -72,8 +72,10 @@ class StashBoxStandIn(StandInServer):
             "version", lambda *_: {"version": VERSION, "hash": "x", "build_time": "x", "build_type": "x"}
         )
         query.set_field("queryPerformers", self._query_performers)
+        query.set_field("findPerformer", lambda _, __, id: self.performers.get(str(id)))
         performer.set_field("updated", lambda obj, _: obj["_updated"].isoformat().replace("+00:00", "Z"))
         performer.set_field("images", self._images)
+        performer.set_field("urls", lambda obj, _: obj.get("urls") or [])  # fixtures may leave it out
         super().__init__(
             schema_dir, [query, performer], [Route("/images/{id}", self._image)], api_key=api_key
         )
