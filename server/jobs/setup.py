@@ -24,6 +24,8 @@ from .api import JobPage, Jobs, JobUpdate, ResultPage
 from .kinds.base import JobKind
 from .kinds.build_face_index import BuildFaceIndex, IndexBuildTarget, SourceContext
 from .kinds.identify_library import IdentifyLibrary
+from .kinds.stash_ai_identify import IdentifyUploadedGallery, IdentifyUploadedImage
+from .kinds.stash_ai_uploads import uploads_in
 from .kinds.tag_library import TagLibrary
 from .model import Job, JobState
 from .runner import JobRunner
@@ -61,6 +63,9 @@ def job_kinds(
         TagLibrary(images, videos, paths),
         IdentifyLibrary(faces, paths),
         BuildFaceIndex(faces, target, SourceContext(paths, settings, target.limits)),
+        # The AI Overhaul plugin's queue (adapter/routes/stash_ai): identification of its uploads.
+        IdentifyUploadedImage(faces, uploads_in(settings.data_dir)),
+        IdentifyUploadedGallery(faces, uploads_in(settings.data_dir)),
     ]
 
 
