@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
 from typing import Annotated, Any, Self
 
 import grpc
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from stash_vision.adapter.face_replies import (
+    answered_by,
+    embedder_distances,
+    face_box,
+    gallery_performer_json,
+    match_json,
+    person_json,
+    timing_json,
+)
 from stash_vision.adapter.routes.indexes import list_versions, version_json
 from stash_vision.adapter.server_client import http_error, server_of
 from stash_vision.adapter.streaming import stream_result
@@ -149,93 +157,12 @@ def _decode_base64(text: str, field: str) -> bytes:
 # ------------------------------------------------------------------------------------------ replies
 
 
-def _answered_by(answered_by: faces_pb2.AnsweredBy) -> dict[str, Any]:
-    return {"profile": answered_by.profile, "index_version": answered_by.index_version}
-
-
-def _box(face: faces_pb2.Face) -> dict[str, Any]:
-    return {
-        "x": round(face.box.x),
-        "y": round(face.box.y),
-        "width": round(face.box.width),
-        "height": round(face.box.height),
-        "confidence": round(face.confidence, 4),
-    }
-
-
-def _embedder_distances(distances: Iterable[faces_pb2.EmbedderDistance]) -> dict[str, float]:
-    return {f"{d.embedder}_distance": d.distance for d in distances}
-
-
-def _ids(performer: faces_pb2.Performer) -> tuple[str, str | None]:
-    """stashdb_id (the uuid part of the universal id) and endpoint (its domain part)."""
-    domain, colon, uuid = performer.id.partition(":")
-    if colon:
-        return uuid, domain
-    return performer.id, performer.stash_ids[0].endpoint if performer.stash_ids else None
-
-
-def _match(match: faces_pb2.Match) -> dict[str, Any]:
-    performer = match.performer
-    stashdb_id, endpoint = _ids(performer)
-    return {
-        "stashdb_id": stashdb_id,
-        "performer_id": performer.id,
-        "name": performer.name,
-        "confidence": match.confidence,
-        "distance": match.distance,
-        **_embedder_distances(match.embedder_distances),
-        "country": performer.country or None,
-        "image_url": performer.image_url or None,
-        "endpoint": endpoint,
-        "aliases": list(performer.aliases),
-        "stash_ids": [{"endpoint": s.endpoint, "stash_id": s.stash_id} for s in performer.stash_ids],
-        "already_tagged": False,
-    }
-
-
 def _gallery_performer(entry: faces_pb2.GalleryPerformer, paths: list[str]) -> dict[str, Any]:
-    best = entry.best_match
-    stashdb_id, endpoint = _ids(best.performer)
     return {
-        "performer_id": best.performer.id,
-        "stashdb_id": stashdb_id,
-        "name": best.performer.name,
-        "best_distance": best.distance,
-        "avg_distance": entry.average_distance,
-        "confidence": min(1.0, max(0.0, 1.0 - best.distance)),
-        "image_count": entry.image_count,
+        **gallery_performer_json(entry),
+        "performer_id": entry.best_match.performer.id,
         "image_paths": [paths[i] for i in entry.image_indexes if 0 <= i < len(paths)],
         "vote_share": entry.vote_share,
-        "country": best.performer.country or None,
-        "image_url": best.performer.image_url or None,
-        "endpoint": endpoint,
-    }
-
-
-def _person(person: faces_pb2.VideoPerson) -> dict[str, Any]:
-    best = _match(person.best_match) if person.HasField("best_match") else None
-    return {
-        "person_id": person.person_id,
-        "frame_count": person.frame_count,
-        "best_match": best,
-        "all_matches": ([best] if best else []) + [_match(m) for m in person.alternatives],
-        "time_ranges": [{"start": r.start, "end": r.end} for r in person.time_ranges],
-        "sightings": [
-            {"frame_index": s.frame_index, "time": s.time_seconds, "box": _box(s.face)}
-            for s in person.sightings
-        ],
-        "signals_used": ["face"],
-    }
-
-
-def _timing(timing: faces_pb2.FaceTiming) -> dict[str, float]:
-    return {
-        "total_ms": round(timing.total_ms, 1),
-        "extraction_ms": round(timing.decode_ms, 1),
-        "detection_ms": round(timing.detection_ms, 1),
-        "embedding_ms": round(timing.embedding_ms, 1),
-        "matching_ms": round(timing.matching_ms, 1),
     }
 
 
@@ -255,9 +182,11 @@ async def identify(request: Request, body: IdentifyRequest) -> dict[str, Any]:
     except grpc.aio.AioRpcError as error:
         raise http_error(error) from None
     return {
-        "faces": [{"box": _box(f.face), "matches": [_match(m) for m in f.matches]} for f in reply.faces],
+        "faces": [
+            {"box": face_box(f.face), "matches": [match_json(m) for m in f.matches]} for f in reply.faces
+        ],
         "face_count": len(reply.faces),
-        **_answered_by(reply.answered_by),
+        **answered_by(reply.answered_by),
     }
 
 
@@ -288,7 +217,7 @@ async def identify_gallery(request: Request, body: GalleryRequest) -> dict[str, 
             }
             for e in reply.errors[:_MAX_GALLERY_ERRORS]
         ],
-        **_answered_by(reply.answered_by),
+        **answered_by(reply.answered_by),
     }
 
 
@@ -320,13 +249,13 @@ async def identify_scene(request: Request, body: SceneRequest) -> dict[str, Any]
         "frames_requested": result.frames_requested,
         "faces_detected": result.faces_detected,
         "faces_after_filter": result.faces_after_filter,
-        "persons": [_person(p) for p in result.persons],
+        "persons": [person_json(p) for p in result.persons],
         "errors": [],
         "partial": result.partial,
         "partial_reason": result.partial_reason or None,
         "duration": result.duration,
-        "timing": _timing(result.timing),
-        **_answered_by(result.answered_by),
+        "timing": timing_json(result.timing),
+        **answered_by(result.answered_by),
     }
 
 
@@ -345,8 +274,8 @@ async def compare_faces(request: Request, body: CompareRequest) -> dict[str, Any
     except grpc.aio.AioRpcError as error:
         raise http_error(error) from None
     return {
-        "first_faces": [_box(f) for f in reply.first_faces],
-        "second_faces": [_box(f) for f in reply.second_faces],
+        "first_faces": [face_box(f) for f in reply.first_faces],
+        "second_faces": [face_box(f) for f in reply.second_faces],
         "pairs": [
             {
                 "first_face": p.first_face,
@@ -354,12 +283,12 @@ async def compare_faces(request: Request, body: CompareRequest) -> dict[str, Any
                 "similarity": p.similarity,
                 "distance": p.distance,
                 "same_person": p.same_person,
-                **_embedder_distances(p.embedder_distances),
+                **embedder_distances(p.embedder_distances),
             }
             for p in reply.pairs
         ],
         "same_person_distance": reply.same_person_distance,
-        **_answered_by(reply.answered_by),
+        **answered_by(reply.answered_by),
     }
 
 
@@ -377,7 +306,7 @@ async def face_index(request: Request) -> dict[str, Any]:
     except grpc.aio.AioRpcError:
         versions = []  # an older server without IndexService: the rest of the answer still holds
     return {
-        **_answered_by(reply.answered_by),
+        **answered_by(reply.answered_by),
         "index_loaded": reply.index_loaded,
         "index_problem": reply.index_problem or None,
         "performer_count": reply.performer_count,
