@@ -26,7 +26,9 @@ from .kinds.build_face_index import BuildFaceIndex, IndexBuildTarget, SourceCont
 from .kinds.identify_library import IdentifyLibrary
 from .kinds.stash_ai_identify import IdentifyUploadedGallery, IdentifyUploadedImage
 from .kinds.stash_ai_uploads import uploads_in
+from .kinds.sync_to_stash import SyncToStash
 from .kinds.tag_library import TagLibrary
+from .kinds.undo_sync_to_stash import UndoSyncToStash
 from .model import Job, JobState
 from .runner import JobRunner
 from .store import JobStore
@@ -63,6 +65,9 @@ def job_kinds(
         TagLibrary(images, videos, paths),
         IdentifyLibrary(faces, paths),
         BuildFaceIndex(faces, target, SourceContext(paths, settings, target.limits)),
+        # Results written into the connected Stash as the AITagger plugin writes them, and their undo.
+        SyncToStash(images, videos, faces, settings),
+        UndoSyncToStash(settings),
         # The AI Overhaul plugin's queue (adapter/routes/stash_ai): identification of its uploads.
         IdentifyUploadedImage(faces, uploads_in(settings.data_dir)),
         IdentifyUploadedGallery(faces, uploads_in(settings.data_dir)),
