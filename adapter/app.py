@@ -3,24 +3,23 @@ No model code and no media decoding live here."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from stash_vision import __version__
 from stash_vision.adapter.metrics import IN_FLIGHT, LATENCY, REQUESTS
 from stash_vision.adapter.routes import faces, health, indexes, jobs, stash_ai, stash_sense, tagging, video
 from stash_vision.adapter.server_client import ServerClient
+from stash_vision.adapter.ui import api as ui_api
+from stash_vision.adapter.ui import auth
+from stash_vision.adapter.ui import pages as ui_pages
 from stash_vision.settings import Settings
 
 log = logging.getLogger("stash_vision.adapter")
-
-_OPEN_PATHS = {"/ready", "/health", "/metrics"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,15 +42,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(indexes.router)
     app.include_router(stash_sense.router)
     app.include_router(stash_ai.router)
+    app.include_router(ui_pages.router)
+    app.include_router(ui_api.router)
 
     @app.middleware("http")
     async def track(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if settings.api_key and request.url.path not in _OPEN_PATHS:
-            presented = request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
-            if not hmac.compare_digest(presented, settings.api_key):
-                return JSONResponse(
-                    {"detail": "missing or wrong API key (X-API-Key header)"}, status_code=401
-                )
+        # The X-API-Key header, or the dashboard's session cookie plus its CSRF token (adapter/ui/auth.py).
+        refused = auth.refusal(request, settings.api_key)
+        if refused is not None:
+            return refused
         route = request.scope.get("route")
         started = time.perf_counter()
         app.state.outstanding += 1
