@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 from stash_vision import __version__
 from stash_vision.adapter.metrics import IN_FLIGHT, LATENCY, REQUESTS
@@ -68,6 +69,14 @@ def create_app(settings: Settings) -> FastAPI:
             LATENCY.labels(path, request.method).observe(time.perf_counter() - started)
             REQUESTS.labels(path, request.method, str(status)).inc()
 
+    # Added last, so outermost: a preflight (which carries no API key) is answered before the key
+    # check, and a 401 still carries the CORS headers the browser needs to show it.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.effective_cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+    )
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,6 +162,15 @@ class Settings(BaseSettings):
     )
 
     api_key: str | None = Field(default=None, description="When set, HTTP and gRPC callers must present it.")
+    cors_origins: list[str] | None = Field(
+        default=None,
+        description='Origins whose web pages may call the HTTP API (the AI Overhaul plugin runs in Stash\'s page), e.g. ["http://stash.lan:9999"]; unset: the origin of stash_url, none without one.',
+    )
+    stash_ai_max_body_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1024,
+        description="Largest body the AI Overhaul routes (/stash-ai) read; its images come as base64.",
+    )
     log_level: str = Field(default="INFO")
 
     @property
@@ -229,3 +239,13 @@ class Settings(BaseSettings):
     @property
     def effective_decode_threads(self) -> int:
         return self.decode_threads or (os.cpu_count() or 1)
+
+    @property
+    def effective_cors_origins(self) -> list[str]:
+        """The browser origins allowed to call the API: the setting, else Stash's own origin."""
+        if self.cors_origins is not None:
+            return [origin.rstrip("/") for origin in self.cors_origins]
+        if not self.stash_url:
+            return []
+        parts = urlsplit(self.stash_url)
+        return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
