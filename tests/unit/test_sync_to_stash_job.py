@@ -1,0 +1,274 @@
+"""`sync-to-stash` and its undo on the real job runner and job store, writing into the Stash
+stand-in (every query and mutation executed on Stash's real schema). Tagging is scripted here (the
+contract's example answers) so each case runs in seconds; tests/integration/test_sync_to_stash.py
+runs the same jobs on the real stack with real models.
+
+Covers: dry run (no mutation, the changes listed), apply, a second apply (no mutation), undo (the
+stand-in's data as before, a user's own additions kept), a scene only Stash can read (a clear
+per-item error), a Stash failing in the middle of an item (what was written is recorded and
+undone), and a Stash unreachable or refusing the key (the job refused before any write)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from stash_vision.server.errors import AccessDenied, BackendUnavailable, InvalidInput
+from stash_vision.server.faces.identification import FaceIdentification
+from stash_vision.server.image_source import ImageBytes, ImageRef
+from stash_vision.server.jobs.kinds.sync_to_stash import SyncToStash
+from stash_vision.server.jobs.kinds.undo_sync_to_stash import UndoSyncToStash
+from stash_vision.server.jobs.model import ItemRecord, Job, JobState
+from stash_vision.server.jobs.runner import JobRunner
+from stash_vision.server.jobs.store import JobStore
+from stash_vision.server.tagging.image_flow import ImageOutcome, ImageTagging, TaggingOutcome, TagHit
+from stash_vision.server.tagging.video_flow import VideoOptions, VideoOutcome, VideoTagging
+from stash_vision.settings import Settings
+from tests.conftest import shared_dir
+from tests.standins.fixtures import STASH_KEY, free_port, stash_schema
+from tests.standins.stash import STASH_PATH, StashStandIn, default_fixtures
+
+TIMEOUT_S = 60.0
+VIDEO_TAG_INFO = {  # aitagger-contract.md §1.3's example answer
+    "video_duration": 61.5,
+    "video_tags": {"actions": ["Blowjob_AI"], "bodyparts": ["Boobs_AI"]},
+    "tag_totals": {"actions": {"Kissing": 10.0, "Blowjob": 28.0}, "bodyparts": {"Boobs": 62.0}},
+    "tag_timespans": {
+        "actions": {
+            "Kissing_AI": [{"start": 0.0, "end": 8.0, "totalConfidence": 7.7}],
+            "Blowjob_AI": [{"start": 10.0, "end": 40.0, "totalConfidence": 71.04}],
+            "Cumshot_AI": [],
+        },
+        "bodyparts": {},
+    },
+}
+IMAGE_TAGS = {"actions": [TagHit("Kissing_AI", 0.9)], "bodyparts": [TagHit("Face_AI", 0.8)]}
+ITEMS = {"scene_ids": ["1", "2"], "image_ids": ["1", "7"]}  # scene 2 and image 7: only Stash reads them
+
+
+class ScriptedImages:
+    def __init__(self) -> None:
+        self.refs: list[ImageRef] = []
+
+    async def tag(self, refs: Sequence[ImageRef], options: Any) -> TaggingOutcome:
+        self.refs.extend(refs)
+        return TaggingOutcome([ImageOutcome(categories=IMAGE_TAGS) for _ in refs], [])
+
+
+class ScriptedVideos:
+    async def tag(self, path: str, options: VideoOptions) -> AsyncIterator[VideoOutcome]:
+        assert (options.frame_interval, options.threshold) == (2.0, 0.3)  # the plugin's defaults
+        yield VideoOutcome(duration=61.5, video_tag_info=VIDEO_TAG_INFO)
+
+
+@pytest.fixture
+def stash() -> Iterator[StashStandIn]:
+    server = StashStandIn(stash_schema(), default_fixtures(shared_dir() / "testdata"), api_key=STASH_KEY)
+    with server:
+        yield server
+
+
+def settings(tmp_path: Path, url: str, key: str = STASH_KEY) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        stash_url=url,
+        stash_api_key=key,
+        path_mappings={STASH_PATH: str(shared_dir() / "testdata")},
+    )
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, config: Settings) -> None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.images = ScriptedImages()
+        kinds = [
+            SyncToStash(
+                cast(ImageTagging, self.images),
+                cast(VideoTagging, ScriptedVideos()),
+                cast(FaceIdentification, None),
+                config,
+            ),
+            UndoSyncToStash(config),
+        ]
+        self.runner = JobRunner(JobStore(config.jobs_db), list(kinds), tmp_path / "jobs.lock")
+
+    async def run(self, kind: str, params: dict[str, Any]) -> tuple[Job, dict[str, ItemRecord]]:
+        job = await self.runner.submit(kind, params)
+
+        async def finished() -> Job:
+            while not (current := await self.runner.get(job.id)).state.finished:
+                await asyncio.sleep(0.02)
+            return current
+
+        done = await asyncio.wait_for(finished(), TIMEOUT_S)
+        page = await self.runner.results(job.id, page_size=500)
+        return done, {r.item.split(" ")[0]: r for r in page.items}
+
+
+def data(stash: StashStandIn) -> dict[str, Any]:
+    """What a user sees in Stash: tags, markers, and every scene's and image's links."""
+    fx = stash.fx
+    links = {
+        f"{kind}:{i}": (sorted(o.get("_tags", [])), sorted(o["_performers"]))
+        for kind, objects in (("scene", fx.scenes), ("image", fx.images))
+        for i, o in objects.items()
+    }
+    return copy.deepcopy({"tags": fx.tags, "markers": fx.markers, "links": links})
+
+
+def test_dry_run_apply_second_apply_and_undo(tmp_path: Path, stash: StashStandIn) -> None:
+    # A user's own tag already on scene 1, and a tag the results want that exists already.
+    stash.fx.tags["1"] = {"id": "1", "name": "Mine", "aliases": [], "ignore_auto_tag": False, "_parents": []}
+    stash.fx.tags["2"] = {
+        "id": "2",
+        "name": "kissing_ai",
+        "aliases": [],
+        "ignore_auto_tag": False,
+        "_parents": [],
+    }
+    stash.fx.scenes["1"]["_tags"] = ["1"]
+    before = data(stash)
+
+    async def scenario() -> None:
+        harness = Harness(tmp_path, settings(tmp_path, stash.url))
+        await harness.runner.start()
+        job, items = await harness.run("sync-to-stash", ITEMS)
+        assert job.state is JobState.SUCCEEDED, job.error
+        assert stash.fx.mutations == [] and data(stash) == before
+        scene = items["scene:1"].result or {}
+        assert scene["applied"] is False
+        # A dry run reports each tag it would create once, on whichever item needed it first.
+        created = [t["name"] for r in items.values() for t in (r.result or {}).get("tags_created", [])]
+        assert sorted(created) == ["AI", "AI_Tagged", "Blowjob_AI", "Boobs_AI", "Face_AI"]
+        assert [t["name"] for t in scene["tags_added"]] == [
+            "Blowjob_AI",
+            "Boobs_AI",
+            "AI_Tagged",
+            "Kissing_AI",
+        ]
+        assert [t.get("id") for t in scene["tags_added"]] == [None, None, None, "2"]
+        assert [(m["tag"], m["seconds"], m["end_seconds"]) for m in scene["markers_created"]] == [
+            ("Kissing_AI", 0.0, 8.0),
+            ("Blowjob_AI", 10.0, 40.0),
+        ]
+        assert items["scene:2"].state == "failed" and "STASH_VISION_PATH_MAPPINGS" in items["scene:2"].error
+        assert isinstance(harness.images.refs[-1], ImageBytes), "image 7 is read from Stash"
+        with pytest.raises(InvalidInput, match="dry run"):
+            await harness.runner.submit("undo-sync-to-stash", {"job_id": job.id})
+
+        applied, items = await harness.run("sync-to-stash", {**ITEMS, "apply": True})
+        assert applied.state is JobState.SUCCEEDED
+        names = {t["name"]: t for t in stash.fx.tags.values()}
+        ai = names["AI"]["id"]
+        assert names["Blowjob_AI"]["_parents"] == [ai] and names["Face_AI"]["_parents"] == [ai]
+        assert names["AI_Tagged"]["_parents"] == [] and names["kissing_ai"]["_parents"] == []
+        assert names["Blowjob_AI"]["ignore_auto_tag"] is True
+        scene_tags = {stash.fx.tags[t]["name"] for t in stash.fx.scenes["1"]["_tags"]}
+        assert scene_tags == {"Mine", "Blowjob_AI", "Boobs_AI", "AI_Tagged", "kissing_ai"}
+        markers = sorted((m["title"], m["seconds"], m["end_seconds"]) for m in stash.fx.markers.values())
+        assert markers == [("Blowjob_AI", 10.0, 40.0), ("Kissing_AI", 0.0, 8.0)]
+        assert {stash.fx.tags[t]["name"] for t in stash.fx.images["7"]["_tags"]} == {
+            "kissing_ai",
+            "Face_AI",
+            "AI_Tagged",
+        }
+        kinds = [name for name, _ in stash.fx.mutations]
+        assert set(kinds) == {"tagCreate", "bulkSceneUpdate", "bulkImageUpdate", "sceneMarkerCreate"}
+        assert kinds.count("tagCreate") == 5 and kinds.count("sceneMarkerCreate") == 2
+
+        written = len(stash.fx.mutations)
+        again, items = await harness.run("sync-to-stash", {**ITEMS, "apply": True})
+        assert again.state is JobState.SUCCEEDED and len(stash.fx.mutations) == written
+        assert (items["scene:1"].result or {})["unchanged"] == {"tags": 4, "markers": 2, "performers": 0}
+
+        undone, items = await harness.run("undo-sync-to-stash", {"job_id": applied.id})
+        assert undone.state is JobState.SUCCEEDED and undone.progress.failed == 0
+        assert data(stash) == before
+        await harness.runner.stop()
+
+    asyncio.run(scenario())
+
+
+def test_undo_keeps_what_a_user_added_since(tmp_path: Path, stash: StashStandIn) -> None:
+    async def scenario() -> None:
+        harness = Harness(tmp_path, settings(tmp_path, stash.url))
+        await harness.runner.start()
+        applied, _ = await harness.run("sync-to-stash", {"image_ids": ["1"], "apply": True})
+        face = next(t["id"] for t in stash.fx.tags.values() if t["name"] == "Face_AI")
+        stash.fx.images["3"]["_tags"] = [face]  # the user liked the tag and used it elsewhere
+        undone, items = await harness.run("undo-sync-to-stash", {"job_id": applied.id})
+        assert undone.state is JobState.SUCCEEDED
+        assert stash.fx.images["1"].get("_tags") == []
+        assert {t["name"] for t in stash.fx.tags.values()} == {"AI", "Face_AI"}
+        assert (items["image:1"].result or {})["tags_still_used"] == [
+            face,
+            stash.fx.tags[face]["_parents"][0],
+        ]
+        await harness.runner.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_between_writes_is_recorded_and_undone(tmp_path: Path, stash: StashStandIn) -> None:
+    before = data(stash)
+    stash.tag_writes.markers_before_failure = 1  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        harness = Harness(tmp_path, settings(tmp_path, stash.url))
+        await harness.runner.start()
+        applied, items = await harness.run("sync-to-stash", {"scene_ids": ["1"], "apply": True})
+        result = items["scene:1"].result or {}
+        assert result["incomplete"] is True and "database is locked" in result["error"]
+        assert len([m for m in result["markers_created"] if m.get("id")]) == 1 and len(stash.fx.markers) == 1
+        undone, _ = await harness.run("undo-sync-to-stash", {"job_id": applied.id})
+        assert undone.state is JobState.SUCCEEDED
+        assert data(stash) == before
+        await harness.runner.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "error", "says"),
+    [
+        ("down", STASH_KEY, BackendUnavailable, "unreachable"),
+        ("up", "wrong-key", AccessDenied, "STASH_VISION_STASH_API_KEY"),
+    ],
+)
+def test_a_stash_that_cannot_be_written_refuses_the_job_before_any_write(
+    tmp_path: Path, stash: StashStandIn, where: str, key: str, error: type[Exception], says: str
+) -> None:
+    url = stash.url if where == "up" else f"http://127.0.0.1:{free_port()}"
+
+    async def scenario() -> None:
+        harness = Harness(tmp_path, settings(tmp_path, url, key))
+        await harness.runner.start()
+        with pytest.raises(error, match=says):
+            await harness.runner.submit("sync-to-stash", {**ITEMS, "apply": True})
+        assert (await harness.runner.list()).jobs == []
+        await harness.runner.stop()
+
+    asyncio.run(scenario())
+    assert stash.fx.mutations == []
+
+
+def test_bad_parameters_are_named() -> None:
+    kind = SyncToStash(
+        cast(ImageTagging, None), cast(VideoTagging, None), cast(FaceIdentification, None), Settings()
+    )
+    for params, says in (
+        ({"colour": "red"}, "unknown parameter"),
+        ({"scene_ids": "1"}, "list of Stash ids"),
+        ({"scene_ids": ["1 2"]}, "Stash ids"),
+        ({"media": ["gallery"]}, "scene or image"),
+        ({"apply": "yes"}, "true or false"),
+        ({"min_confidence": 2}, "between 0 and 1"),
+        ({}, "STASH_VISION_STASH_URL"),
+    ):
+        with pytest.raises(InvalidInput, match=says):
+            kind.parse(params)
