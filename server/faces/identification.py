@@ -223,6 +223,7 @@ class FaceIdentification:
         top_k = self._top_k(options.top_k)
         max_distance = self._max_distance(options.max_distance)
         gates = self.gates(options.min_confidence, options.min_face_size)
+        ref = await self._resolved(ref)  # a Stash that is not configured or down is named first
         index = await self.indexes.get()
         embedded = await self.embed(ref, gates, False)
         matches = await self._match(index, embedded, max_distance, top_k)
@@ -335,9 +336,9 @@ class FaceIdentification:
         top_k = self._top_k(request.options.top_k)
         max_distance = self._max_distance(request.options.max_distance)
         gates = self.gates(request.options.min_confidence, request.options.min_face_size)
+        video = await self._video(request)
         index = await self.indexes.get()
         pipeline = self.pipeline
-        video = await self._video(request)
         info = video.info
         times = evenly_spaced(info.duration_s, count, start, end)
         report = FrameReport(requested=len(times))
