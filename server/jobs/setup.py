@@ -24,7 +24,7 @@ from .api import JobPage, Jobs, JobUpdate, ResultPage
 from .kinds.base import JobKind
 from .kinds.build_face_index import BuildFaceIndex, IndexBuildTarget, SourceContext
 from .kinds.identify_library import IdentifyLibrary
-from .kinds.stash_ai_identify import IdentifyUploadedGallery, IdentifyUploadedImage
+from .kinds.stash_ai_identify import IdentifyStashScene, IdentifyUploadedGallery, IdentifyUploadedImage
 from .kinds.stash_ai_uploads import uploads_in
 from .kinds.sync_to_stash import SyncToStash
 from .kinds.tag_library import TagLibrary
@@ -68,9 +68,10 @@ def job_kinds(
         # Results written into the connected Stash as the AITagger plugin writes them, and their undo.
         SyncToStash(images, videos, faces, settings),
         UndoSyncToStash(settings),
-        # The AI Overhaul plugin's queue (adapter/routes/stash_ai): identification of its uploads.
+        # The AI Overhaul plugin's queue (adapter/routes/stash_ai): its uploaded images, Stash scenes.
         IdentifyUploadedImage(faces, uploads_in(settings.data_dir)),
         IdentifyUploadedGallery(faces, uploads_in(settings.data_dir)),
+        IdentifyStashScene(faces),
     ]
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import routes
+from . import queue_socket, recognition, routes
 
 router = APIRouter(prefix="/stash-ai", tags=["AI Overhaul plugin"])
 router.include_router(routes.router)
+router.include_router(recognition.router)
+router.include_router(queue_socket.router)

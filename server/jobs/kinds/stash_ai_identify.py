@@ -1,6 +1,7 @@
 """The StashAI gateway's queue jobs (AI Overhaul plugin, contract part B): identify the performers
 in an uploaded image, in a gallery's uploaded images (one item per image, so progress moves and a
-cancel takes effect after each image), or in a Stash scene resolved through the Stash connection.
+cancel takes effect after each image), or in a Stash scene resolved through the Stash connection
+(the plugin sends only the scene's id; the original gateway could not identify a scene).
 
 Each item's result is the gateway's answer object (`stash_ai_results`): for an image or a scene the
 whole `FacialRecognitionResponse`, for a gallery image its `processingResults` entry (the adapter
@@ -17,12 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, StashVisionError
-from stash_vision.server.faces.identification import MAX_TOP_K, FaceIdentification
+from stash_vision.server.faces.identification import MAX_TOP_K, MAX_VIDEO_FRAMES, FaceIdentification
 from stash_vision.server.faces.matching import Match
-from stash_vision.server.faces.results import AnsweredBy, IdentifiedFace, IdentifyOptions
+from stash_vision.server.faces.results import (
+    AnsweredBy,
+    IdentifiedFace,
+    IdentifyOptions,
+    VideoProgress,
+    VideoRequest,
+    VideoResult,
+)
 from stash_vision.server.image_source import ImageBytes
 
-from .base import ItemOutcome, ItemProblem, check_keys, number
+from .base import ItemOutcome, ItemProblem, check_keys, number, report_progress
 from .stash_ai_results import (
     KIND_OF_TYPE,
     Answer,
@@ -90,6 +98,16 @@ def found_faces(faces: list[IdentifiedFace]) -> list[FoundFace]:
     ]
 
 
+def model_info(faces: FaceIdentification, answered: AnsweredBy) -> dict[str, Any]:
+    """`ai_model_info`: which profile, models and index answered."""
+    return {
+        "models_used": list(faces.profile.embedder_names),
+        "ensemble_method": "weighted_distance_fusion",
+        "profile": answered.profile,
+        "index_version": answered.index_version,
+    }
+
+
 class _UploadedImages:
     """Shared by the image and gallery kinds: one uploaded image through face identification."""
 
@@ -98,14 +116,6 @@ class _UploadedImages:
     def __init__(self, faces: FaceIdentification, uploads: Uploads) -> None:
         self.faces = faces
         self.uploads = uploads
-
-    def model_info(self, answered: AnsweredBy) -> dict[str, Any]:
-        return {
-            "models_used": list(self.faces.profile.embedder_names),
-            "ensemble_method": "weighted_distance_fusion",
-            "profile": answered.profile,
-            "index_version": answered.index_version,
-        }
 
     async def identify(
         self, upload: str, index: int, request: RequestParams
@@ -149,7 +159,7 @@ class IdentifyUploadedImage(_UploadedImages):
         if isinstance(outcome, str):
             return ItemOutcome(failure_response(request.entity, outcome, request.request_id, elapsed))
         faces, answered = outcome
-        answer = Answer(request.entity, request.request_id, elapsed, self.model_info(answered))
+        answer = Answer(request.entity, request.request_id, elapsed, model_info(self.faces, answered))
         return ItemOutcome(
             image_response(answer, faces, request.threshold, best_per_face(faces, request.threshold))
         )
@@ -198,3 +208,72 @@ class IdentifyUploadedGallery(_UploadedImages):
         faces, _ = outcome
         performers = best_per_face(faces, params.request.threshold)
         return ItemOutcome(gallery_image_result(image, performers, processing_time=elapsed))
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    request: RequestParams
+    frames: int  # 0: the face service's default (60)
+
+
+class IdentifyStashScene:
+    name = KIND_OF_TYPE["scene"]
+    unit = "scenes"
+
+    def __init__(self, faces: FaceIdentification) -> None:
+        self.faces = faces
+
+    def parse(self, params: Mapping[str, Any]) -> SceneParams:
+        check_keys(params, _REQUEST_KEYS | {"frames"}, self.name)
+        frames = number(params, "frames", 0, minimum=0)
+        if frames is None or frames > MAX_VIDEO_FRAMES or not float(frames).is_integer():
+            raise InvalidInput(f"frames must be a whole number from 0 to {MAX_VIDEO_FRAMES}")
+        return SceneParams(parse_request(params), int(frames))
+
+    def items(self, params: SceneParams) -> Iterator[str | ItemProblem]:
+        return iter([str(params.request.entity["id"])])
+
+    async def run(self, params: SceneParams, item: str) -> ItemOutcome:
+        started = time.perf_counter()
+        request = params.request
+        video = VideoRequest(path="", stash_scene_id=item, num_frames=params.frames, options=request.options)
+        result: VideoResult | None = None
+        try:
+            async for event in self.faces.identify_video(video):
+                if isinstance(event, VideoProgress):
+                    report_progress(f"Scene {item}: read {event.frames_done}/{event.frames_total} frames")
+                else:
+                    result = event
+        except _RETRIED:
+            raise
+        except StashVisionError as error:
+            elapsed = time.perf_counter() - started
+            return ItemOutcome(failure_response(request.entity, str(error), request.request_id, elapsed))
+        if result is None:
+            raise InvalidInput(f"scene {item}: identification ended without a result")
+        return ItemOutcome(self._response(request, result, time.perf_counter() - started))
+
+    def _response(self, request: RequestParams, result: VideoResult, elapsed: float) -> dict[str, Any]:
+        """Every person of the scene with a match, each performer once (closest first), with no
+        threshold, as the original did for a scene; one face entry per person."""
+        faces = [
+            FoundFace(
+                tuple(float(v) for v in person.sightings[0].face.box),  # type: ignore[arg-type]
+                person.sightings[0].face.confidence,
+                [candidate(m) for m in ([person.best] if person.best else []) + person.alternatives],
+            )
+            for person in result.persons
+            if person.sightings
+        ]
+        performers = best_per_face(faces, 0.0)
+        info = {
+            **model_info(self.faces, result.answered_by),
+            "frames_requested": result.frames_requested,
+            "frames_analyzed": result.frames_analyzed,
+            "faces_detected": result.faces_detected,
+            "persons": len(result.persons),
+            "partial": result.partial,
+            "partial_reason": result.partial_reason or None,
+        }
+        answer = Answer(request.entity, request.request_id, elapsed, info)
+        return image_response(answer, faces, request.threshold, performers)

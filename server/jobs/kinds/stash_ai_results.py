@@ -158,7 +158,7 @@ def image_response(
         "entity": dict(answer.entity),
         "performers": [performer_info(c) for c in performers],
         "faces": [face_info(face) for face in faces],
-        "ai_model_info": {**answer.model_info, "threshold": threshold, "faces_detected": len(faces)},
+        "ai_model_info": {"threshold": threshold, "faces_detected": len(faces), **answer.model_info},
     }
 
 

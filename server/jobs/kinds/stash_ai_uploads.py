@@ -81,6 +81,10 @@ class Uploads:
         with contextlib.suppress(OSError):  # not empty yet, or already gone
             path.parent.rmdir()
 
+    def discard_all(self, upload_id: str) -> None:
+        """Deletes a whole upload (its job could not be queued)."""
+        shutil.rmtree(self.root / check_upload_id(upload_id), ignore_errors=True)
+
     def sweep(self, now: float | None = None) -> int:
         """Removes uploads (and interrupted writes) older than the time-to-live; returns how many.
         Bounds what jobs that never ran to the end leave on disk."""
