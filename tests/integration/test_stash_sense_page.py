@@ -202,7 +202,7 @@ def test_performer_buttons_write_to_stash(page: Page) -> None:
     page.call("POST", "/stash/link-performer", {"scene_id": "3", "performer_id": new_id})
     done = page.stash.fx.mutations[start:]
     assert [name for name, _ in done] == ["performerCreate", "sceneUpdate", "sceneUpdate"]
-    assert done[0][1]["stash_ids"] == [{"endpoint": f"{page.box.url}/graphql", "stash_id": DANA}]
+    assert done[0][1]["input"]["stash_ids"] == [{"endpoint": f"{page.box.url}/graphql", "stash_id": DANA}]
     assert page.stash.fx.scenes["1"]["_performers"] == ["1", new_id]
     assert page.stash.fx.scenes["3"]["_performers"][-1] == new_id
     missing = page.call(

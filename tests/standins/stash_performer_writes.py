@@ -2,7 +2,7 @@
 (performer_ids and tag_ids: Stash has one sceneUpdate, so one resolver serves both concerns),
 findPerformer, findPerformers with the `q` filter and `performer_filter.stash_id_endpoint`, and
 `configuration { general { stashBoxes } }` (set with `set_stash_boxes`). Every mutation is
-appended to `standin.fx.mutations` as (name, input).
+appended to `standin.fx.mutations` as (name, its arguments).
 
 Stash's own checks that matter to a client are kept: a performer name (with its disambiguation)
 is unique, ids in an update must exist, and anything the stand-in does not implement fails loudly
@@ -108,7 +108,7 @@ class PerformerWrites:
                 raise ValueError(f"performer with name '{name}' already exists")
 
     def performer_create(self, _: Any, __: Any, input: dict[str, Any]) -> dict[str, Any]:
-        self._record("performerCreate", input)
+        self._record("performerCreate", {"input": input})
         self._check_unique(input["name"], input.get("disambiguation"))
         pid = str(max((int(i) for i in self.fx.performers), default=0) + 1)
         performer = {
@@ -123,7 +123,7 @@ class PerformerWrites:
         return performer
 
     def performer_update(self, _: Any, __: Any, input: dict[str, Any]) -> dict[str, Any]:
-        self._record("performerUpdate", input)
+        self._record("performerUpdate", {"input": input})
         performer = self.fx.performers.get(str(input["id"]))
         if performer is None:
             raise ValueError(f"performer {input['id']} not found")
@@ -140,7 +140,7 @@ class PerformerWrites:
         return performer
 
     def scene_update(self, _: Any, __: Any, input: dict[str, Any]) -> dict[str, Any]:
-        self._record("sceneUpdate", input)
+        self._record("sceneUpdate", {"input": input})
         unknown = set(input) - _SCENE_UPDATE_FIELDS
         if unknown:
             raise ValueError(f"stand-in: sceneUpdate {sorted(unknown)} not implemented")

@@ -15,20 +15,10 @@ import httpx
 import pytest
 
 from stash_vision.adapter.app import create_app
+from stash_vision.adapter.routes.stash_sense.plugin_page import REC_TYPES
 from stash_vision.settings import Settings, StashBoxEndpoint
 from tests.standins.fixtures import free_port
 from tests.unit.test_stash_sense_performers import check_rules
-
-REC_TYPES = {
-    "duplicate_performer",
-    "duplicate_scenes",
-    "duplicate_scene_files",
-    "upstream_performer_changes",
-    "upstream_tag_changes",
-    "upstream_studio_changes",
-    "upstream_scene_changes",
-    "scene_fingerprint_match",
-}
 
 
 def requests(settings: Settings, calls: list[tuple[str, str, dict[str, Any] | None]]) -> list[httpx.Response]:
@@ -73,7 +63,8 @@ def test_recommendation_counts_are_zeros_and_actions_are_501(settings: Settings)
     counts, *refused, schedules, progress = requests(settings, calls)
     assert counts.status_code == 200
     body = check_rules(counts)
-    assert body["total_pending"] == 0 and set(body["counts"]) == REC_TYPES
+    # Every type the dashboard reads (A.3.9), each with the three counts it reads.
+    assert body["total_pending"] == 0 and set(body["counts"]) == set(REC_TYPES) and len(REC_TYPES) == 8
     assert all(c == {"pending": 0, "resolved": 0, "dismissed": 0} for c in body["counts"].values())
     for response in refused:
         assert response.status_code == 501, response.request.url

@@ -135,7 +135,7 @@ def test_create_maps_the_stashbox_performer_and_adds_it_to_the_scene(
     endpoint = f"{box.url}/graphql"
     done = mutations_since(stash_server, start)
     assert [name for name, _ in done] == ["performerCreate", "sceneUpdate"]
-    assert done[0][1] == {
+    assert done[0][1]["input"] == {
         "name": "Dana",
         "disambiguation": "the second",
         "alias_list": ["Dana A."],
@@ -156,7 +156,7 @@ def test_create_maps_the_stashbox_performer_and_adds_it_to_the_scene(
         "stash_ids": [{"endpoint": endpoint, "stash_id": DANA}],
     }
     # The full list, the scene's own performers first (sceneUpdate replaces it).
-    assert done[1][1] == {"id": "2", "performer_ids": ["1", "3", new_id]}
+    assert done[1][1] == {"input": {"id": "2", "performer_ids": ["1", "3", new_id]}}
     assert stash_server.fx.scenes["2"]["_performers"] == ["1", "3", new_id]
     assert stash_server.fx.performers[new_id]["stash_ids"][0]["stash_id"] == DANA
 
@@ -238,8 +238,8 @@ def test_link_adds_the_performer_and_merges_stash_ids(stash_server: StashStandIn
     assert check_rules(response)["success"] is True
     done = mutations_since(stash_server, start)
     assert done == [
-        ("sceneUpdate", {"id": "3", "performer_ids": ["3", "2"]}),
-        ("performerUpdate", {"id": "2", "stash_ids": [stash_id]}),
+        ("sceneUpdate", {"input": {"id": "3", "performer_ids": ["3", "2"]}}),
+        ("performerUpdate", {"input": {"id": "2", "stash_ids": [stash_id]}}),
     ]
     assert stash_server.fx.scenes["3"]["_performers"] == ["3", "2"]
     assert [s["stash_id"] for s in stash_server.fx.performers["2"]["stash_ids"]] == ["bea-uuid"]
@@ -264,7 +264,7 @@ def test_link_keeps_existing_stash_ids_and_skips_them_without_update_metadata(
     assert call(settings_for(stash_server), "/stash/link-performer", merge).status_code == 200
     ((name, args),) = mutations_since(stash_server, start)
     assert name == "performerUpdate"
-    assert [(s["endpoint"], s["stash_id"]) for s in args["stash_ids"]] == [
+    assert [(s["endpoint"], s["stash_id"]) for s in args["input"]["stash_ids"]] == [
         ("https://stashdb.org/graphql", "6f6a-alice"),
         ("https://fansdb.cc/graphql", "alice-fans"),
     ]
