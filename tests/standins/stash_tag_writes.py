@@ -11,6 +11,7 @@ carry their tag ids in `_tags` (absent: none). Like Stash, tag names are unique 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,20 @@ from ariadne import MutationType, ObjectType, UnionType
 from graphql import GraphQLError
 
 if TYPE_CHECKING:
-    from tests.standins.stash import StashStandIn
+    from tests.standins.stash import Fixtures, StashStandIn
 
 NOW = "2025-01-01T00:00:00Z"
+
+
+def visible_state(fx: Fixtures) -> dict[str, Any]:
+    """A copy of what a Stash user sees of tagging: the tags, the markers, and every scene's and
+    image's tags and performers (what an undo must bring back)."""
+    links = {
+        f"{kind}:{i}": (sorted(o.get("_tags", [])), sorted(o["_performers"]))
+        for kind, objects in (("scene", fx.scenes), ("image", fx.images))
+        for i, o in objects.items()
+    }
+    return copy.deepcopy({"tags": fx.tags, "markers": fx.markers, "links": links})
 
 
 def _page(items: list[Any], flt: dict[str, Any] | None) -> list[Any]:

@@ -11,7 +11,6 @@ undone), and a Stash unreachable or refusing the key (the job refused before any
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -32,21 +31,10 @@ from stash_vision.settings import Settings
 from tests.conftest import shared_dir
 from tests.standins.fixtures import STASH_KEY, free_port, stash_schema
 from tests.standins.stash import STASH_PATH, StashStandIn, default_fixtures
+from tests.standins.stash_tag_writes import visible_state
+from tests.unit.test_stash_sync_plan import VIDEO_TAG_INFO
 
 TIMEOUT_S = 60.0
-VIDEO_TAG_INFO = {  # aitagger-contract.md §1.3's example answer
-    "video_duration": 61.5,
-    "video_tags": {"actions": ["Blowjob_AI"], "bodyparts": ["Boobs_AI"]},
-    "tag_totals": {"actions": {"Kissing": 10.0, "Blowjob": 28.0}, "bodyparts": {"Boobs": 62.0}},
-    "tag_timespans": {
-        "actions": {
-            "Kissing_AI": [{"start": 0.0, "end": 8.0, "totalConfidence": 7.7}],
-            "Blowjob_AI": [{"start": 10.0, "end": 40.0, "totalConfidence": 71.04}],
-            "Cumshot_AI": [],
-        },
-        "bodyparts": {},
-    },
-}
 IMAGE_TAGS = {"actions": [TagHit("Kissing_AI", 0.9)], "bodyparts": [TagHit("Face_AI", 0.8)]}
 ITEMS = {"scene_ids": ["1", "2"], "image_ids": ["1", "7"]}  # scene 2 and image 7: only Stash reads them
 
@@ -110,17 +98,6 @@ class Harness:
         return done, {r.item.split(" ")[0]: r for r in page.items}
 
 
-def data(stash: StashStandIn) -> dict[str, Any]:
-    """What a user sees in Stash: tags, markers, and every scene's and image's links."""
-    fx = stash.fx
-    links = {
-        f"{kind}:{i}": (sorted(o.get("_tags", [])), sorted(o["_performers"]))
-        for kind, objects in (("scene", fx.scenes), ("image", fx.images))
-        for i, o in objects.items()
-    }
-    return copy.deepcopy({"tags": fx.tags, "markers": fx.markers, "links": links})
-
-
 def test_dry_run_apply_second_apply_and_undo(tmp_path: Path, stash: StashStandIn) -> None:
     # A user's own tag already on scene 1, and a tag the results want that exists already.
     stash.fx.tags["1"] = {"id": "1", "name": "Mine", "aliases": [], "ignore_auto_tag": False, "_parents": []}
@@ -132,14 +109,14 @@ def test_dry_run_apply_second_apply_and_undo(tmp_path: Path, stash: StashStandIn
         "_parents": [],
     }
     stash.fx.scenes["1"]["_tags"] = ["1"]
-    before = data(stash)
+    before = visible_state(stash.fx)
 
     async def scenario() -> None:
         harness = Harness(tmp_path, settings(tmp_path, stash.url))
         await harness.runner.start()
         job, items = await harness.run("sync-to-stash", ITEMS)
         assert job.state is JobState.SUCCEEDED, job.error
-        assert stash.fx.mutations == [] and data(stash) == before
+        assert stash.fx.mutations == [] and visible_state(stash.fx) == before
         scene = items["scene:1"].result or {}
         assert scene["applied"] is False
         # A dry run reports each tag it would create once, on whichever item needed it first.
@@ -188,7 +165,7 @@ def test_dry_run_apply_second_apply_and_undo(tmp_path: Path, stash: StashStandIn
 
         undone, items = await harness.run("undo-sync-to-stash", {"job_id": applied.id})
         assert undone.state is JobState.SUCCEEDED and undone.progress.failed == 0
-        assert data(stash) == before
+        assert visible_state(stash.fx) == before
         await harness.runner.stop()
 
     asyncio.run(scenario())
@@ -215,7 +192,7 @@ def test_undo_keeps_what_a_user_added_since(tmp_path: Path, stash: StashStandIn)
 
 
 def test_a_failure_between_writes_is_recorded_and_undone(tmp_path: Path, stash: StashStandIn) -> None:
-    before = data(stash)
+    before = visible_state(stash.fx)
     stash.tag_writes.markers_before_failure = 1  # type: ignore[attr-defined]
 
     async def scenario() -> None:
@@ -227,7 +204,7 @@ def test_a_failure_between_writes_is_recorded_and_undone(tmp_path: Path, stash: 
         assert len([m for m in result["markers_created"] if m.get("id")]) == 1 and len(stash.fx.markers) == 1
         undone, _ = await harness.run("undo-sync-to-stash", {"job_id": applied.id})
         assert undone.state is JobState.SUCCEEDED
-        assert data(stash) == before
+        assert visible_state(stash.fx) == before
         await harness.runner.stop()
 
     asyncio.run(scenario())
