@@ -3,7 +3,7 @@ plugin_page.py, settings_page.py): recommendation counts as honest zeros, the 50
 stash-vision does not provide, our settings in the A.3.9 shape (read-only: 409 with the variable
 to set, 404 for an unknown key), the stash-box endpoints, and a clear 503 for the routes that ask
 the server when it is down. The routes that describe the index, models and system run on the real
-stack in tests/integration/test_stash_sense_page.py."""
+stack in tests/integration/test_stash_sense_operations.py."""
 
 from __future__ import annotations
 

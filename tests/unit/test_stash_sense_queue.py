@@ -2,7 +2,7 @@
 grpc.aio JobServicer over the fake `Jobs` of tests/fake_jobs.py: the shapes of A.3.9, the state
 mapping, default parameters, one job per kind, cancel / stop / retry / resume, Clear History kept
 across a restart, and R1–R3 on every answer. The same routes run on real jobs in
-tests/integration/test_stash_sense_page.py."""
+tests/integration/test_stash_sense_operations.py."""
 
 from __future__ import annotations
 

@@ -85,27 +85,21 @@ async def recommendations(action: str = "") -> dict[str, Any]:
 # ---------------------------------------------------------------------------- database
 
 
-def _version_json(version: indexes_pb2.IndexVersion | None) -> dict[str, Any]:
-    if version is None:
-        return {"sources": [], "created_at": None, "size_bytes": 0}
-    return {
-        "sources": list(version.sources),
-        "created_at": version.created_at,
-        "size_bytes": version.size_bytes,
-    }
+def _active(versions: indexes_pb2.ListIndexVersionsResponse) -> indexes_pb2.IndexVersion | None:
+    return next((v for v in versions.versions if v.active), None)
 
 
 @router.get("/database/info")
 async def database_info(request: Request) -> dict[str, Any]:
     """The active face index version (what identification answers from)."""
     index = await face_index(request)
-    versions = await index_versions(request)
-    active = next((v for v in versions.versions if v.active), None)
+    active = _active(await index_versions(request))
     return {
         "version": index.answered_by.index_version or "unknown",
         "performer_count": index.performer_count,
         "face_count": index.face_count,
-        **{k: v for k, v in _version_json(active).items() if k != "size_bytes"},
+        "sources": list(active.sources) if active is not None else [],
+        "created_at": active.created_at if active is not None else None,
         "tattoo_embedding_count": None,
         "profile": index.answered_by.profile,
         "index_loaded": index.index_loaded,
@@ -118,25 +112,20 @@ async def database_check_update(request: Request) -> dict[str, Any]:
     """Whether a newer face index version than the active one is present here (built or imported,
     not activated). No network: our versions come from builds and imports, not a download."""
     versions = await index_versions(request)
-    active = next((v for v in versions.versions if v.active), None)
-    newest = versions.versions[0] if versions.versions else None
-    newer = newest is not None and (
-        active is None
-        or (newest.created_at, newest.version)
-        > (
-            active.created_at,
-            active.version,
-        )
-    )
+    active = _active(versions)
+    newest = versions.versions[0] if versions.versions else None  # the server lists newest first
+    newer = newest if newest is not None and not newest.active else None
     return {
         "current_version": active.version if active is not None else None,
         "latest_version": newest.version if newest is not None else None,
-        "update_available": bool(newer),
-        "release_name": newest.version if newer and newest is not None else None,
+        "update_available": newer is not None,
+        "release_name": newer.version if newer is not None else None,
         "download_url": None,
-        "download_size_mb": round(newest.size_bytes / 1e6, 1) if newer and newest is not None else None,
+        "download_size_mb": round(newer.size_bytes / 1e6, 1) if newer is not None else None,
         "published_at": newest.created_at if newest is not None else None,
-        "how_to_update": "POST /faces/index/versions/{version}/activate" if newer else None,
+        "how_to_update": f"POST /faces/index/versions/{newer.version}/activate"
+        if newer is not None
+        else None,
         "error": None,
     }
 
