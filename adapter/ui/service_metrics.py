@@ -83,6 +83,7 @@ def triton_counts(text: str) -> tuple[dict[str, float], dict[str, float]]:
         model = dict(labels).get("model")
         if model is None:
             continue
+        name = name.removesuffix("_total")  # the parser names a counter's samples <name>_total
         if name == "nv_inference_count":
             inferences[model] = inferences.get(model, 0.0) + value
         elif name == "nv_inference_exec_count":

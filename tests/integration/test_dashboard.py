@@ -1,5 +1,5 @@
 """The dashboard at /ui/ in a real browser (Debian's chromium driven by Playwright) against the real
-stack (open_nsfw for tagging, SCRFD + MobileFaceNet for faces, real media from ../shared/testdata):
+stack (NudeNet for tagging, SCRFD + MobileFaceNet for faces, real media from ../shared/testdata):
 a tag-library job started from the form moves live over SSE and is cancelled; a face index built
 from the form is activated on the Indexes page and named by the Overview; Try it draws the two
 faces of couple.jpg. Every page loads without a console error or a failed request and with no
@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, expect, sync_playwright
 
 from tests.conftest import shared_dir, shared_file
@@ -24,7 +25,7 @@ from tests.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
-MODELS = ["open_nsfw", "scrfd_500m", "mobilefacenet"]
+MODELS = ["nudenet_320n", "scrfd_500m", "mobilefacenet"]
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 PAGES = ["/ui/", "/ui/jobs", "/ui/indexes", "/ui/models", "/ui/try", "/ui/settings"]
 # Performers of the index built from the form: photos of ../shared/testdata/faces/deepface.
@@ -133,7 +134,7 @@ def test_tag_library_job_moves_live_and_is_cancelled(page: tuple[Page, Watch], s
     browser_page, watch = page
     browser_page.goto("/ui/jobs")
     browser_page.evaluate("window.notReloaded = true")
-    browser_page.get_by_label("tag-library").check()
+    browser_page.get_by_role("radio", name="tag-library").check()
     browser_page.get_by_label("Folder to walk (server-side path)").fill(str(shared_dir() / "testdata"))
     browser_page.get_by_role("button", name="Start").click()
     row = browser_page.locator("#active-jobs tbody tr").first
@@ -170,7 +171,7 @@ def test_index_built_and_activated_shows_on_overview(
 ) -> None:
     browser_page, watch = page
     browser_page.goto("/ui/jobs")
-    browser_page.get_by_label("build-face-index").check()
+    browser_page.get_by_role("radio", name="build-face-index").check()
     browser_page.get_by_label("Folder of performers").fill(str(performers))
     browser_page.get_by_label("Activate the new version when built").uncheck()
     browser_page.get_by_role("button", name="Start").click()
@@ -187,8 +188,10 @@ def test_index_built_and_activated_shows_on_overview(
     version_row.get_by_role("button", name="Activate").click()
     dialog = browser_page.get_by_role("dialog")
     expect(dialog).to_contain_text(version)
-    dialog.get_by_role("button", name="Activate").click()
-    expect(browser_page.locator("#active-version")).to_have_text(version, timeout=60_000)
+    with browser_page.expect_navigation(timeout=60_000):  # the page reloads once it is done
+        dialog.get_by_role("button", name="Activate").click()
+    browser_page.wait_for_load_state("networkidle")
+    expect(browser_page.locator("#active-version")).to_have_text(version)
     assert not serious_violations(browser_page)
 
     browser_page.get_by_role("link", name="Overview").click()
@@ -203,7 +206,8 @@ def test_try_it_draws_the_two_faces_of_couple(page: tuple[Page, Watch], stack: S
     canvas = browser_page.locator("#picture")
     expect(canvas).to_have_attribute("data-faces", "2", timeout=120_000)
     expect(browser_page.locator("#faces-caption")).to_contain_text("2 face(s)")
-    expect(browser_page.locator("#tags h4").first).to_be_visible(timeout=60_000)
+    # NudeNet's face classes, with their confidences.
+    expect(browser_page.locator("#tags")).to_contain_text(re.compile(r"Face_AI \d+%"), timeout=60_000)
     width = canvas.evaluate("c => c.width")
     assert width > 0
     assert not serious_violations(browser_page)
@@ -223,3 +227,47 @@ def test_every_page_loads_clean_and_accessible(page: tuple[Page, Watch]) -> None
     browser_page.goto("/")
     assert browser_page.url.endswith("/ui/")
     assert not watch.problems, watch.problems
+
+
+def test_screenshots_of_every_page(browser: Browser, stack: Stack, tmp_path: Path) -> None:
+    """A PNG of each page after the flows above (so jobs, versions and a tried image show). They
+    land in STASH_VISION_SCREENSHOTS_DIR when set (docs/screenshots/ was made this way), else in a
+    temporary folder: either way every page renders in a real browser."""
+    out = Path(os.environ.get("STASH_VISION_SCREENSHOTS_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1200, "height": 780}, base_url=stack.http)
+    shot = context.new_page()
+    try:
+        for path in PAGES:
+            shot.goto(path)
+            shot.wait_for_load_state("networkidle")
+            if path == "/ui/try":
+                shot.get_by_label("Drop an image here, or choose one").set_input_files(shared_file(COUPLE))
+                expect(shot.locator("#picture")).to_have_attribute("data-faces", "2", timeout=120_000)
+            name = path.strip("/").removeprefix("ui").strip("/") or "overview"
+            shot.screenshot(path=out / f"{name}.png")
+        shot.goto("/ui/jobs")
+        shot.locator("#finished-jobs tbody th a").last.click()
+        shot.wait_for_load_state("networkidle")
+        shot.screenshot(path=out / "job.png")
+        shot.set_viewport_size({"width": 390, "height": 844})
+        shot.goto("/ui/jobs")
+        shot.screenshot(path=out / "jobs-phone.png")
+    finally:
+        context.close()
+    for png in out.glob("*.png"):  # 256 colours: a fraction of the size, fine for UI screenshots
+        with Image.open(png) as image:
+            small = image.convert("RGB").quantize(256)
+        small.save(png, optimize=True)
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(
+        [
+            "overview.png",
+            "jobs.png",
+            "indexes.png",
+            "models.png",
+            "try.png",
+            "settings.png",
+            "job.png",
+            "jobs-phone.png",
+        ]
+    )
