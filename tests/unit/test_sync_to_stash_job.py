@@ -20,6 +20,7 @@ import pytest
 from stash_vision.server.errors import AccessDenied, BackendUnavailable, InvalidInput
 from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.image_source import ImageBytes, ImageRef
+from stash_vision.server.jobs.kinds.base import ItemProblem
 from stash_vision.server.jobs.kinds.sync_to_stash import SyncToStash
 from stash_vision.server.jobs.kinds.undo_sync_to_stash import UndoSyncToStash
 from stash_vision.server.jobs.model import ItemRecord, Job, JobState
@@ -249,3 +250,39 @@ def test_bad_parameters_are_named() -> None:
     ):
         with pytest.raises(InvalidInput, match=says):
             kind.parse(params)
+
+
+def test_a_whole_library_is_listed_and_only_untagged_skips_what_is_tagged(
+    tmp_path: Path, stash: StashStandIn
+) -> None:
+    async def scenario() -> None:
+        harness = Harness(tmp_path, settings(tmp_path, stash.url))
+        await harness.runner.start()
+        await harness.run("sync-to-stash", {"image_ids": ["1"], "apply": True})
+        untagged, items = await harness.run("sync-to-stash", {"media": ["image"], "only_untagged": True})
+        assert untagged.state is JobState.SUCCEEDED
+        assert sorted(items) == sorted(f"image:{i}" for i in stash.fx.images if i != "1")
+        everything, items = await harness.run("sync-to-stash", {})
+        assert everything.progress.total == len(stash.fx.scenes) + len(stash.fx.images)
+        assert set(items) == {f"scene:{i}" for i in stash.fx.scenes} | {f"image:{i}" for i in stash.fx.images}
+        await harness.runner.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_stash_failing_while_listing_is_a_failed_item_that_says_so(
+    tmp_path: Path, stash: StashStandIn
+) -> None:
+    kind = SyncToStash(
+        cast(ImageTagging, None),
+        cast(VideoTagging, None),
+        cast(FaceIdentification, None),
+        settings(tmp_path, stash.url),
+    )
+    params = kind.parse({"media": ["image"]})
+    stash.fail_next(401)
+    [problem] = list(kind.items(params))
+    assert isinstance(problem, ItemProblem) and problem.item == "image:*"
+    assert (
+        "cannot list the images of Stash" in problem.error and "STASH_VISION_STASH_API_KEY" in problem.error
+    )

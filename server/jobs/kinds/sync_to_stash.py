@@ -29,7 +29,16 @@ from stash_vision.server.image_source import ImageBytes, ImagePath, ImageRef
 from stash_vision.server.tagging.image_flow import ImageTagging, TaggingOptions
 from stash_vision.server.tagging.video_flow import VideoOptions, VideoOutcome, VideoTagging
 
-from .base import ItemFailed, ItemOutcome, boolean, check_keys, current_job_id, number, string_list
+from .base import (
+    ItemFailed,
+    ItemOutcome,
+    ItemProblem,
+    boolean,
+    check_keys,
+    current_job_id,
+    number,
+    string_list,
+)
 from .stash_sync_plan import (
     AI_TAGGED,
     ItemPlan,
@@ -124,15 +133,23 @@ class SyncToStash:
         check_stash(self.settings)
         return parsed
 
-    def items(self, params: SyncParams) -> Iterator[str]:
+    def items(self, params: SyncParams) -> Iterator[str | ItemProblem]:
         """The ids given, else every scene and image of the Stash (without `AI_Tagged` when
-        `only_untagged`), listed up front: the filter changes while the job tags."""
+        `only_untagged`), listed up front: the filter changes while the job tags. A Stash that
+        stops answering while listing becomes a failed `scene:*` / `image:*` item that says so."""
         if params.scene_ids or params.image_ids:
             yield from (f"scene:{i}" for i in params.scene_ids)
             yield from (f"image:{i}" for i in params.image_ids)
             return
         for media in params.media:
-            yield from (f"{media}:{i}" for i in asyncio.run(self._list(media, params.only_untagged)))
+            try:
+                ids = asyncio.run(self._list(media, params.only_untagged))
+            except SourceError as error:
+                yield ItemProblem(
+                    f"{media}:*", f"cannot list the {media}s of Stash: {error}", "ListingProblem"
+                )
+                continue
+            yield from (f"{media}:{i}" for i in ids)
 
     async def _list(self, media: str, only_untagged: bool) -> list[str]:
         connection = connect(self.settings)
@@ -140,8 +157,6 @@ class SyncToStash:
         try:
             tagged = await writer.tag_named(AI_TAGGED) if only_untagged else None
             return [i async for i in writer.ids(media, tagged.id if tagged else None)]
-        except SourceError as error:
-            raise stash_failure(error) from None
         finally:
             await connection.aclose()
 
