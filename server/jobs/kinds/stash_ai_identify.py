@@ -169,7 +169,7 @@ class IdentifyUploadedImage(_UploadedImages):
 class GalleryParams:
     request: RequestParams
     upload: str
-    # Per image, in the plugin's order: {id, url, title, uploaded}; image i is upload file i.
+    # Per image, in the plugin's order: {id, url, title, uploaded, error}; image i is upload file i.
     images: tuple[dict[str, Any], ...]
 
 
@@ -197,10 +197,9 @@ class IdentifyUploadedGallery(_UploadedImages):
         started = time.perf_counter()
         index = int(item)
         image = params.images[index]
-        if not image.get("uploaded"):
-            return ItemOutcome(
-                gallery_image_result(image, error="the plugin sent no image data for this image")
-            )
+        if not image.get("uploaded"):  # why not: bad base64, or none sent
+            reason = str(image.get("error") or "the plugin sent no image data for this image")
+            return ItemOutcome(gallery_image_result(image, error=reason))
         outcome = await self.identify(params.upload, index, params.request)
         elapsed = time.perf_counter() - started
         if isinstance(outcome, str):
