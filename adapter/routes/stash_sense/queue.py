@@ -87,9 +87,16 @@ KIND_INFO: dict[str, tuple[str, str, bool, bool]] = {
     ),
     "sync-to-stash": (
         "Sync Results to Stash",
-        "Writes stored tags and identified performers into Stash (dry run unless asked otherwise)",
+        "Writes stored tags and identified performers into Stash, with the parameters of its last "
+        "run (the first one is a dry run)",
         False,
         True,
+    ),
+    "undo-sync-to-stash": (
+        "Undo Sync to Stash",
+        "Removes from Stash exactly what an applied sync-to-stash job added",
+        False,
+        False,
     ),
 }
 
