@@ -21,6 +21,7 @@ from stash_vision.server.errors import AccessDenied, BackendUnavailable, Invalid
 from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.image_source import ImageBytes, ImageRef
 from stash_vision.server.jobs.kinds.base import ItemProblem
+from stash_vision.server.jobs.kinds.stash_sync_session import SyncSession, connect
 from stash_vision.server.jobs.kinds.sync_to_stash import SyncToStash
 from stash_vision.server.jobs.kinds.undo_sync_to_stash import UndoSyncToStash
 from stash_vision.server.jobs.model import ItemRecord, Job, JobState
@@ -286,3 +287,23 @@ def test_a_stash_failing_while_listing_is_a_failed_item_that_says_so(
     assert (
         "cannot list the images of Stash" in problem.error and "STASH_VISION_STASH_API_KEY" in problem.error
     )
+
+
+def test_a_tag_made_by_someone_else_meanwhile_is_used_not_claimed(
+    tmp_path: Path, stash: StashStandIn
+) -> None:
+    async def scenario() -> None:
+        session = SyncSession(connect(settings(tmp_path, stash.url)), apply=True)
+        await session.open(performers=False)
+        stash.fx.tags["50"] = {
+            "id": "50",
+            "name": "Late_AI",
+            "aliases": [],
+            "ignore_auto_tag": False,
+            "_parents": [],
+        }
+        tag_id, made = await session.tags.ensure("late_ai")
+        assert tag_id == "50" and [t.name for t in made] == ["AI"]
+        await session.connection.aclose()
+
+    asyncio.run(scenario())

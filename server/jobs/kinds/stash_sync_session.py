@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stash_vision.server.connections.errors import SourceAuthFailed, SourceError
+from stash_vision.server.connections.errors import SourceAuthFailed, SourceError, SourceQueryFailed
 from stash_vision.server.connections.stash import StashConnection, endpoint_domain
 from stash_vision.server.connections.stash_tagging import StashTagging
 from stash_vision.server.errors import AccessDenied, BackendUnavailable, InvalidInput
@@ -98,7 +98,15 @@ class TagRegistry:
                 return None, []
             self.planned.add(key)
             return None, [CreatedTag(None, name)]
-        created = await self.writer.create_tag(name, parent)
+        try:
+            created = await self.writer.create_tag(name, parent)
+        except SourceQueryFailed:
+            # Made meanwhile by someone else (another job, a user): use theirs, it is not ours to undo.
+            existing = await self.writer.tag_named(name)
+            if existing is None:
+                raise
+            self.known[key] = existing.id
+            return existing.id, []
         self.known[key] = created.id
         return created.id, [CreatedTag(created.id, created.name)]
 
