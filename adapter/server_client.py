@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import grpc
 from fastapi import HTTPException, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +21,8 @@ from stash_vision.v1 import (
     tagging_pb2_grpc,
     video_tagging_pb2_grpc,
 )
+
+R = TypeVar("R")
 
 # gRPC status -> HTTP status for errors the adapter passes on.
 HTTP_STATUS = {
@@ -69,6 +74,14 @@ def server_of(request: Request) -> ServerClient:
     """The app's one ServerClient (created in the lifespan)."""
     client: ServerClient = request.app.state.server
     return client
+
+
+async def answer_of(call: Awaitable[R]) -> R:
+    """A unary call's reply, or its failure as the HTTP error the plugin sees (http_error)."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        raise http_error(error) from None
 
 
 def http_error(error: grpc.aio.AioRpcError) -> HTTPException:

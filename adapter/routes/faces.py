@@ -12,8 +12,9 @@ from typing import Annotated, Any, Self
 
 import grpc
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import Field, StrictStr, model_validator
 
+from stash_vision.adapter.face_options import Distance, FaceGates, FaceMatching
 from stash_vision.adapter.face_replies import (
     answered_by,
     embedder_distances,
@@ -39,40 +40,8 @@ _INDEX_TIMEOUT_S = 10.0
 _MAX_GALLERY_ERRORS = 10
 # nginx's "client closed request": nobody reads it, but the access log and metrics do.
 
-Distance = Annotated[float, Field(ge=0.0, le=2.0)]
-Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
-FaceSize = Annotated[int, Field(ge=0, le=100_000)]
 
-
-class _Gates(BaseModel):
-    """Detection gates; null or absent uses the server's face profile values. Unknown keys (Stash
-    Sense's use_multi_signal, use_body, ...) are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    min_face_confidence: Confidence | None = None
-    min_face_size: FaceSize | None = None
-
-    def face_filter(self) -> faces_pb2.FaceFilter:
-        gates = faces_pb2.FaceFilter()
-        if self.min_face_confidence is not None:
-            gates.min_confidence = self.min_face_confidence
-        if self.min_face_size is not None:
-            gates.min_face_size = self.min_face_size
-        return gates
-
-
-class _Matching(_Gates):
-    max_distance: Distance | None = None
-
-    def options(self, top_k: int) -> faces_pb2.IdentifyOptions:
-        options = faces_pb2.IdentifyOptions(top_k=top_k, filter=self.face_filter())
-        if self.max_distance is not None:
-            options.max_distance = self.max_distance
-        return options
-
-
-class IdentifyRequest(_Matching):
+class IdentifyRequest(FaceMatching):
     """Body of /identify: exactly one of image_path and image_base64."""
 
     image_path: StrictStr | None = None
@@ -85,13 +54,13 @@ class IdentifyRequest(_Matching):
         return self
 
 
-class GalleryRequest(_Matching):
+class GalleryRequest(FaceMatching):
     image_paths: Annotated[list[StrictStr], Field(min_length=1)]
     gallery_id: StrictStr | None = None
     top_k: Annotated[int, Field(ge=1, le=20)] = 5
 
 
-class SceneRequest(_Matching):
+class SceneRequest(FaceMatching):
     video_path: StrictStr
     scene_id: StrictStr | None = None
     num_frames: Annotated[int, Field(ge=5, le=120)] = 60
@@ -108,7 +77,7 @@ class SceneRequest(_Matching):
         return self
 
 
-class CompareRequest(_Gates):
+class CompareRequest(FaceGates):
     """Body of /faces/compare: exactly one source for each of the two images."""
 
     first_path: StrictStr | None = None

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -44,9 +43,9 @@ from stash_vision.server.faces.scene_frames import FrameReport, SceneFrame, even
 from stash_vision.server.faces.scene_people import FrameFaces, people_in_scene
 from stash_vision.server.faces.stash_media import FaceImageRef, StashImageRef, StashMedia, is_image_problem
 from stash_vision.server.faces.stored_faces import StoredFaces
+from stash_vision.server.faces.video_source import open_video
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.media.paths import MediaPaths
-from stash_vision.server.media.video import VideoInfo, probe
 from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.workers import CpuPool
 
@@ -56,22 +55,6 @@ DEFAULT_VIDEO_FRAMES = 60
 MAX_VIDEO_FRAMES = 600
 # Frames being detected/embedded at once for one scene; the reader waits beyond this (bounded memory).
 _FRAMES_IN_FLIGHT = 6
-
-
-@dataclass(frozen=True)
-class _Video:
-    """Where a scene's frames come from: a file or a stream with FFmpeg options."""
-
-    source: Path | str
-    info: VideoInfo
-    label: str
-    cover: ImageRef | None
-    options: dict[str, str] | None = None
-    redact: Callable[[str], str] = str
-
-    @property
-    def streamed(self) -> bool:
-        return isinstance(self.source, str)
 
 
 class FaceIdentification:
@@ -304,20 +287,6 @@ class FaceIdentification:
             images_selected=len(refs),
         )
 
-    async def _video(self, request: VideoRequest) -> _Video:
-        """The request's video (a path, or a Stash scene read from its file or its stream) and its
-        cover frame (the one given, else a Stash scene's screenshot)."""
-        if bool(request.path) == bool(request.stash_scene_id):
-            raise InvalidInput("give exactly one of path (a server-side video) and stash_scene_id")
-        cover = await self._resolved(request.cover) if request.cover is not None else None
-        if request.path:
-            path = self.paths.resolve(request.path)
-            return _Video(path, await self.pool.run(probe, path), request.path, cover)
-        video = await self.stash.scene(request.stash_scene_id)
-        if cover is None:
-            cover = await self.stash.screenshot(video)
-        return _Video(video.source, video.info, video.label, cover, video.options, video.redact)
-
     async def identify_video(self, request: VideoRequest) -> AsyncIterator[VideoProgress | VideoResult]:
         started = time.perf_counter()
         timing = VideoTiming()
@@ -336,7 +305,7 @@ class FaceIdentification:
         top_k = self._top_k(request.options.top_k)
         max_distance = self._max_distance(request.options.max_distance)
         gates = self.gates(request.options.min_confidence, request.options.min_face_size)
-        video = await self._video(request)
+        video = await open_video(request, self.paths, self.pool, self.stash, self._resolved)
         index = await self.indexes.get()
         pipeline = self.pipeline
         info = video.info

@@ -24,7 +24,7 @@ from stash_vision.server.connections.errors import (
     SourceNotFound,
     SourceUnreachable,
 )
-from stash_vision.server.connections.stash import StashConnection, StashImage, StashScene
+from stash_vision.server.connections.stash import Remote, StashConnection, StashImage, StashScene
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.image_source import ImageBytes, ImagePath, ImageRef
 from stash_vision.server.media.video import VideoInfo, probe
@@ -114,6 +114,13 @@ def stream_info(scene: StashScene) -> VideoInfo:
     )
 
 
+def stream_options(remote: Remote) -> dict[str, str]:
+    """FFmpeg options for a stream only Stash can read: its headers (the key) as CRLF-terminated
+    lines, and a read timeout."""
+    headers = "".join(f"{name}: {value}\r\n" for name, value in remote.headers.items())
+    return {"headers": headers, "rw_timeout": _STREAM_READ_TIMEOUT_US}
+
+
 @contextmanager
 def _url_hint() -> Iterator[None]:
     """An unreachable Stash names the setting that points at it."""
@@ -167,9 +174,9 @@ class StashMedia:
                 f"{connection.name} reports no duration for scene {scene_id}, and its file "
                 f"{scene.path} is not readable here (STASH_VISION_PATH_MAPPINGS); run a scan in Stash"
             )
-        headers = "".join(f"{name}: {value}\r\n" for name, value in where.headers.items())
-        options = {"headers": headers, "rw_timeout": _STREAM_READ_TIMEOUT_US}
-        return SceneVideo(scene.id, where.url, stream_info(scene), options, scene.screenshot_url)
+        return SceneVideo(
+            scene.id, where.url, stream_info(scene), stream_options(where), scene.screenshot_url
+        )
 
     async def screenshot(self, video: SceneVideo) -> ImageRef | None:
         """The scene's screenshot as a cover frame; a failure is only logged (as the original)."""

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from stash_vision.adapter.face_options import FaceMatching
 from stash_vision.adapter.face_replies import answered_by, timing_json
-from stash_vision.adapter.server_client import ServerClient, http_error, server_of
+from stash_vision.adapter.server_client import ServerClient, answer_of, server_of
 from stash_vision.adapter.streaming import stream_result
 from stash_vision.v1 import faces_pb2, media_pb2
 
@@ -34,29 +35,14 @@ _HEALTH_TIMEOUT_S = 5.0
 _SCENE_MAX_TOP_K = 10
 
 StashId = Annotated[str, Field(min_length=1, max_length=64)]
-Distance = Annotated[float, Field(ge=0.0, le=2.0)]
 
 
-class _Request(BaseModel):
-    # The plugin and other clients send fields Stash Sense declares but ignores (use_body, ...).
-    model_config = ConfigDict(extra="ignore")
+class _Request(FaceMatching):
+    """Fields Stash Sense declares and ignores (use_body, ...) are accepted and ignored too."""
 
-    max_distance: Distance | None = None
     use_multi_signal: bool = True
     use_body: bool = True
     use_tattoo: bool = True
-
-    def identify_options(
-        self, top_k: int, min_confidence: float | None, min_face_size: int | None = None
-    ) -> faces_pb2.IdentifyOptions:
-        options = faces_pb2.IdentifyOptions(top_k=top_k)
-        if self.max_distance is not None:
-            options.max_distance = self.max_distance
-        if min_confidence is not None:
-            options.filter.min_confidence = min_confidence
-        if min_face_size is not None:
-            options.filter.min_face_size = min_face_size
-        return options
 
 
 class SceneIdentifyRequest(_Request):
@@ -82,13 +68,11 @@ class SceneIdentifyRequest(_Request):
 class ImageIdentifyRequest(_Request):
     image_id: StashId
     top_k: Annotated[int, Field(ge=1, le=20)] = 5
-    min_face_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
 
 
 class GalleryIdentifyRequest(_Request):
     gallery_id: StashId
     top_k: Annotated[int, Field(ge=1, le=20)] = 5
-    min_face_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
 
 
 @router.get("/health")
@@ -126,7 +110,7 @@ async def identify_scene(request: Request, body: SceneIdentifyRequest) -> dict[s
         num_frames=body.num_frames,
         start_fraction=body.start_offset_pct,
         end_fraction=body.end_offset_pct,
-        options=body.identify_options(body.effective_top_k, body.min_face_confidence, body.min_face_size),
+        options=body.options(body.effective_top_k),
     )
     if body.cluster_threshold is not None:
         message.cluster_distance = body.cluster_threshold
@@ -156,14 +140,11 @@ async def identify_image(request: Request, body: ImageIdentifyRequest) -> dict[s
     client = server_of(request)
     message = faces_pb2.IdentifyImageRequest(
         image=media_pb2.ImageSource(stash_image_id=body.image_id),
-        options=body.identify_options(body.top_k, body.min_face_confidence),
+        options=body.options(body.top_k),
     )
-    try:
-        reply: faces_pb2.IdentifyImageResponse = await client.faces.IdentifyImage(
-            message, timeout=_IMAGE_TIMEOUT_S, metadata=client.metadata
-        )
-    except grpc.aio.AioRpcError as error:
-        raise http_error(error) from None
+    reply: faces_pb2.IdentifyImageResponse = await answer_of(
+        client.faces.IdentifyImage(message, timeout=_IMAGE_TIMEOUT_S, metadata=client.metadata)
+    )
     return {
         "faces": image_faces(reply.faces),
         "face_count": len(reply.faces),
@@ -175,14 +156,11 @@ async def identify_image(request: Request, body: ImageIdentifyRequest) -> dict[s
 async def identify_gallery(request: Request, body: GalleryIdentifyRequest) -> dict[str, Any]:
     client = server_of(request)
     message = faces_pb2.IdentifyGalleryRequest(
-        stash_gallery_id=body.gallery_id, options=body.identify_options(body.top_k, body.min_face_confidence)
+        stash_gallery_id=body.gallery_id, options=body.options(body.top_k)
     )
-    try:
-        reply: faces_pb2.IdentifyGalleryResponse = await client.faces.IdentifyGallery(
-            message, timeout=_GALLERY_TIMEOUT_S, metadata=client.metadata
-        )
-    except grpc.aio.AioRpcError as error:
-        raise http_error(error) from None
+    reply: faces_pb2.IdentifyGalleryResponse = await answer_of(
+        client.faces.IdentifyGallery(message, timeout=_GALLERY_TIMEOUT_S, metadata=client.metadata)
+    )
     return {
         "gallery_id": body.gallery_id,
         "total_images": reply.total_images,

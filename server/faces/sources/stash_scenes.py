@@ -23,7 +23,7 @@ import cv2
 from stash_vision.server.connections.errors import SourceBadContent
 from stash_vision.server.connections.stash import Remote, StashConnection, StashScene
 from stash_vision.server.faces.scene_frames import FrameReport, evenly_spaced, read_frames
-from stash_vision.server.faces.stash_media import stream_info
+from stash_vision.server.faces.stash_media import stream_info, stream_options
 from stash_vision.server.media.video import probe
 
 from .base import SourceImage
@@ -76,8 +76,7 @@ def _read_encoded(where: Path | Remote, scene: StashScene, times: list[float]) -
         info = probe(where)
         frames = read_frames(where, info, times, report)
     else:
-        headers = "".join(f"{name}: {value}\r\n" for name, value in where.headers.items())
-        frames = read_frames(where.url, stream_info(scene), times, report, options={"headers": headers})
+        frames = read_frames(where.url, stream_info(scene), times, report, options=stream_options(where))
     encoded: dict[int, bytes] = {}
     for frame in frames:
         ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
