@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         description='Origins whose web pages may call the HTTP API (the AI Overhaul plugin runs in Stash\'s page), e.g. ["http://stash.lan:9999"]; unset: the origin of stash_url, none without one.',
     )
     stash_ai_max_body_bytes: int = Field(
-        default=128 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         ge=1024,
         description="Largest body the AI Overhaul routes (/stash-ai) read; its images come as base64.",
     )
