@@ -20,6 +20,7 @@ from stash_vision.server.jobs.kinds.stash_sync_plan import (
     wanted_for_image,
     wanted_for_scene,
 )
+from stash_vision.server.jobs.kinds.stash_sync_session import has_marker_ends
 
 # The contract's example answer (aitagger-contract.md §1.3), trimmed.
 VIDEO_TAG_INFO = {
@@ -147,3 +148,18 @@ def test_a_dry_run_or_a_record_without_writes_has_nothing_to_undo() -> None:
     assert undo_item(dry, set()) is None
     nothing = {"media": "image", "id": "1", "applied": True, "tags_added": [], "markers_created": []}
     assert undo_item(nothing, {"5"}, ["5"]) is None
+
+
+@pytest.mark.parametrize(
+    ("version", "ends"),
+    [
+        ("v0.30.1", True),
+        ("v0.28.0", True),
+        ("v0.27.2-76648-gabc", False),
+        ("v0.25.1", False),
+        (None, True),
+        ("dev", True),
+    ],
+)
+def test_markers_get_an_end_only_on_a_stash_that_takes_one(version: str | None, ends: bool) -> None:
+    assert has_marker_ends(version) is ends

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,14 +118,25 @@ class LocalPerformer:
     name: str
 
 
+def has_marker_ends(version: str | None) -> bool:
+    """Whether this Stash takes a marker's `end_seconds` (v0.28 and later; the plugin checks for a
+    build after v0.27.2-76648). A version that cannot be read is taken as a current one."""
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version or "")
+    if match is None:
+        return True
+    return tuple(int(part) for part in match.groups()) >= (0, 28, 0)
+
+
 class SyncSession:
     def __init__(self, connection: StashConnection, apply: bool) -> None:
         self.connection = connection
         self.writer = StashTagging(connection)
         self.tags = TagRegistry(self.writer, apply)
         self.performers: dict[str, LocalPerformer] = {}
+        self.marker_ends = True
 
     async def open(self, performers: bool) -> None:
+        self.marker_ends = has_marker_ends((await self.connection.status()).version)
         await self.tags.load()
         if performers:
             async for performer in self.connection.performers():

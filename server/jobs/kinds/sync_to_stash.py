@@ -218,8 +218,9 @@ class SyncToStash:
                 "end_seconds": marker.end_seconds,
             }
             if record.applied and tag_id:
+                end = marker.end_seconds if session.marker_ends else None
                 entry["id"] = await session.writer.create_marker(
-                    present.id, tag_id, marker.tag, marker.seconds, marker.end_seconds
+                    present.id, tag_id, marker.tag, marker.seconds, end
                 )
             record.markers_created.append(entry)
 
