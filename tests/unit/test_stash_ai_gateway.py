@@ -161,3 +161,17 @@ def test_preflights_succeed_for_allowed_origins_only(tmp_path: Path) -> None:
         unauthorised = client.get("/stash-ai/api/v1/health", headers={"Origin": "http://stash.lan:9999"})
         assert unauthorised.status_code == 401
         assert unauthorised.headers["access-control-allow-origin"] == "http://stash.lan:9999"
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, stash_ai_max_body_bytes=1024)
+    body = b'{"entity": {"id": "1", "type": "image"}, "image_data": {"data": "' + b"A" * 4096 + b'"}}'
+    with TestClient(create_app(settings)) as client:
+        declared = client.post("/stash-ai/api/v1/queue/submit/image", content=body)
+        chunked = client.post("/stash-ai/api/v1/queue/submit/image", content=iter([body[:800], body[800:]]))
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        reply = response.json()
+        assert reply["success"] is False and reply["code"] == "413"
+        assert "STASH_VISION_STASH_AI_MAX_BODY_BYTES" in reply["error"]
+    assert not (tmp_path / "uploads").exists()
