@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 BIG_GALLERY = "50"
 BIG_GALLERY_SIZE = 5000
+EMPTY_GALLERY = "60"
 PLUGIN_GALLERY_TIMEOUT_S = 300
 MATCH_FIELDS = {
     "stashdb_id",
@@ -64,6 +65,7 @@ def add_big_gallery(world: World) -> None:
             "_performers": [],
         }
         fx.galleries.setdefault(BIG_GALLERY, []).append(image_id)
+    fx.galleries[EMPTY_GALLERY] = []
 
 
 def ok(response: httpx.Response) -> dict[str, Any]:
@@ -169,6 +171,8 @@ def test_gallery_names_its_performers_with_their_images(client: httpx.Client) ->
     assert alice["endpoint"] == "stashdb.org" and alice["avg_distance"] >= alice["best_distance"]
     for performer in body["performers"]:
         assert performer["image_count"] >= 2 or performer["best_distance"] < 0.4  # the keep rule
+    empty = ok(client.post("/identify/gallery", json={"gallery_id": EMPTY_GALLERY}))
+    assert (empty["total_images"], empty["images_processed"], empty["performers"]) == (0, 0, [])
 
 
 def test_gallery_of_5000_images_answers_inside_the_plugins_timeout(client: httpx.Client) -> None:
