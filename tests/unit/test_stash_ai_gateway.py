@@ -175,3 +175,13 @@ def test_a_body_over_the_cap_is_refused_before_it_is_read_whole(tmp_path: Path) 
         assert reply["success"] is False and reply["code"] == "413"
         assert "STASH_VISION_STASH_AI_MAX_BODY_BYTES" in reply["error"]
     assert not (tmp_path / "uploads").exists()
+
+
+def test_without_a_server_health_still_answers_and_status_is_a_gateway_503(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, server_url="127.0.0.1:9")  # nothing listens there
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/stash-ai/api/v1/health").json()
+        status = client.get("/stash-ai/api/v1/queue/status/abc")
+    assert health["success"] is True and health["dependencies"] == {"visage": "unhealthy"}
+    assert health["status"] == "degraded" and "unavailable" in health["metrics"]["queue_status"]["error"]
+    assert status.status_code == 503 and status.json()["error"].startswith("Failed to get job status")

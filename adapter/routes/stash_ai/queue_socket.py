@@ -89,6 +89,7 @@ class QueueHub:
         self._seen: dict[str, Job] = {}  # active (or just submitted) jobs as last seen
         self._poller: asyncio.Task[None] | None = None
         self._status: tuple[float, dict[str, Any]] | None = None
+        self._status_lock = asyncio.Lock()
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -107,10 +108,11 @@ class QueueHub:
     async def queue_status(self) -> dict[str, Any]:
         """The queue summary, shared by every request within STATUS_CACHE_S (a client sending
         get_status in a loop costs the server two list calls per half second, not per message)."""
-        now = time.monotonic()
-        if self._status is None or now - self._status[0] > STATUS_CACHE_S:
-            self._status = (now, await gateway_jobs.queue_status(self.client))
-        return self._status[1]
+        async with self._status_lock:  # callers arriving together share one read
+            now = time.monotonic()
+            if self._status is None or now - self._status[0] > STATUS_CACHE_S:
+                self._status = (now, await gateway_jobs.queue_status(self.client))
+            return self._status[1]
 
     def broadcast(self, message: dict[str, Any]) -> None:
         for subscriber in list(self.subscribers):
