@@ -28,7 +28,7 @@ from stash_vision.server import metrics
 from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, StashVisionError
 from stash_vision.server.priority import background
 
-from .kinds.base import ItemProblem, JobKind, error_kind, reporting_to
+from .kinds.base import ItemProblem, JobKind, PartlyDone, error_kind, reporting_to
 from .model import ItemRecord, Job
 from .store import JobStore
 
@@ -197,6 +197,7 @@ class JobExecution:
                     record.seq,
                     error=str(error),
                     error_kind=error_kind(error),
+                    result=error.result if isinstance(error, PartlyDone) else None,
                 )
             except Exception as error:
                 incident = uuid.uuid4().hex[:8]

@@ -201,8 +201,10 @@ def test_a_failure_between_writes_is_recorded_and_undone(tmp_path: Path, stash: 
         harness = Harness(tmp_path, settings(tmp_path, stash.url))
         await harness.runner.start()
         applied, items = await harness.run("sync-to-stash", {"scene_ids": ["1"], "apply": True})
-        result = items["scene:1"].result or {}
-        assert result["incomplete"] is True and "database is locked" in result["error"]
+        failed = items["scene:1"]
+        assert failed.state == "failed" and "database is locked" in failed.error
+        result = failed.result or {}
+        assert result["incomplete"] is True
         assert len([m for m in result["markers_created"] if m.get("id")]) == 1 and len(stash.fx.markers) == 1
         undone, _ = await harness.run("undo-sync-to-stash", {"job_id": applied.id})
         assert undone.state is JobState.SUCCEEDED

@@ -66,6 +66,16 @@ class ItemFailed(StashVisionError):
         self.kind = kind or "InvalidInput"
 
 
+class PartlyDone(ItemFailed):
+    """An item that failed after part of its work took effect (a Stash write went through, the
+    next one did not): the item counts as failed, and `result` records the part that was done, so
+    that what undoes a job's work (undo-sync-to-stash) still finds it."""
+
+    def __init__(self, message: str, kind: str, result: dict[str, Any]) -> None:
+        super().__init__(message, kind)
+        self.result = result
+
+
 def error_kind(error: StashVisionError) -> str:
     """How the job summary counts an error: the flow's own kind, else the error's class name."""
     return error.kind if isinstance(error, ItemFailed) else type(error).__name__

@@ -9,8 +9,8 @@ change. Only additions, and only what is missing, so a second run changes nothin
 recorded in the item's result (ids included), which is what `undo-sync-to-stash` takes back.
 
 Everything an item needs is computed before its first write; a Stash failure between writes
-ends the item with an `error` and `incomplete: true` next to what it did write (a failed item's
-result is not kept by the runner), so the undo still finds it."""
+fails the item (PartlyDone) with `incomplete: true` next to what it did write, which the runner
+keeps with the failed item, so the undo still finds it."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from .base import (
     ItemFailed,
     ItemOutcome,
     ItemProblem,
+    PartlyDone,
     boolean,
     check_keys,
     current_job_id,
@@ -190,7 +191,10 @@ class SyncToStash:
         except SourceError as error:
             if not record.wrote:
                 raise stash_failure(error) from None
-            return ItemOutcome({**_result(record, plan), "incomplete": True, "error": str(error)})
+            failure = stash_failure(error)
+            raise PartlyDone(
+                str(failure), type(failure).__name__, {**_result(record, plan), "incomplete": True}
+            ) from None
         return ItemOutcome(_result(record, plan))
 
     async def _write(self, session: SyncSession, present: TaggedItem, plan: ItemPlan, record: Record) -> None:
