@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict
+from pathlib import PurePath
 from typing import Any
 
 import grpc
@@ -144,11 +145,15 @@ async def job_page(request: Request, job_id: str) -> dict[str, Any]:
     """The job, and its failed items grouped by error kind (from its results, at most 2000 read)."""
     job = await jobs.get_job(request, job_id)
     groups: dict[str, list[dict[str, Any]]] = {}
+    folders: dict[str, dict[str, int]] = {}  # items finished per folder
     built: str | None = None
     token, read = "", 0
     while read < 2000:
         page = await jobs.job_results(request, job_id, page_size=500, page_token=token)
         for item in page["items"]:
+            if item["state"] in ("done", "failed"):
+                counts = folders.setdefault(str(PurePath(item["item"]).parent), {"done": 0, "failed": 0})
+                counts[item["state"]] += 1
             if item["state"] == "failed":
                 groups.setdefault(item["error_kind"] or "Error", []).append(item)
             elif job["kind"] == "build-face-index" and item["result"]:
@@ -161,6 +166,7 @@ async def job_page(request: Request, job_id: str) -> dict[str, Any]:
         "job": job,
         "params_json": json.dumps(job["params"], indent=2),
         "error_groups": groups,
+        "folders": folders if job["kind"] != "build-face-index" else {},
         "results_truncated": bool(token),
         "build_diff": await _build_diff(request, built) if built else None,
     }

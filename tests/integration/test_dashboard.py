@@ -2,8 +2,9 @@
 stack (NudeNet for tagging, SCRFD + MobileFaceNet for faces, real media from ../shared/testdata):
 a tag-library job started from the form moves live over SSE and is cancelled; a face index built
 from the form is activated on the Indexes page and named by the Overview; Try it draws the two
-faces of couple.jpg. Every page loads without a console error or a failed request and with no
-serious or critical axe-core violation. Each flow runs at a desktop and a phone (390×844) size."""
+faces of couple.jpg, and a video's tag spans and people on a timeline. Every page loads without a
+console error or a failed request and with no serious or critical axe-core violation. Each flow
+runs at a desktop and a phone (390×844) size."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ PAGES = ["/ui/", "/ui/jobs", "/ui/indexes", "/ui/models", "/ui/try", "/ui/settin
 # Performers of the index built from the form: photos of ../shared/testdata/faces/deepface.
 PEOPLE = {"alpha": ["img1.jpg", "img2.jpg", "img4.jpg"], "beta": ["img13.jpg", "img14.jpg"]}
 COUPLE = "testdata/faces/deepface/couple.jpg"
+VIDEO = "testdata/video/Megamind.avi"  # 11 s
 JOB_TIMEOUT_MS = 300_000
 
 
@@ -130,25 +132,37 @@ def job_count(text: str) -> int:
     return int(match.group(1))
 
 
+def start_job_from_form(page: Page) -> str:
+    """Clicks Start and returns the id of the job row the page adds for it."""
+    known = page.evaluate("() => [...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)")
+    page.get_by_role("button", name="Start").click()
+    handle = page.wait_for_function(
+        "(known) => [...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)"
+        ".find(id => !known.includes(id))",
+        arg=known,
+    )
+    job_id: str = handle.json_value()
+    return job_id
+
+
 def test_tag_library_job_moves_live_and_is_cancelled(page: tuple[Page, Watch], stack: Stack) -> None:
     browser_page, watch = page
     browser_page.goto("/ui/jobs")
     browser_page.evaluate("window.notReloaded = true")
     browser_page.get_by_role("radio", name="tag-library").check()
     browser_page.get_by_label("Folder to walk (server-side path)").fill(str(shared_dir() / "testdata"))
-    browser_page.get_by_role("button", name="Start").click()
-    row = browser_page.locator("#active-jobs tbody tr").first
+    job_id = start_job_from_form(browser_page)
+    row = browser_page.locator(f'#active-jobs tr[data-job="{job_id}"]')
     expect(row.locator('[data-field="state"]')).to_have_text("running", timeout=JOB_TIMEOUT_MS)
     counts = row.locator('[data-field="counts"]')
     expect(counts).not_to_have_text(re.compile(r"^0/"), timeout=JOB_TIMEOUT_MS)
     first = job_count(counts.inner_text())
     browser_page.wait_for_function(
-        f"() => parseInt(document.querySelector('#active-jobs tbody tr [data-field=counts]')"
+        f"() => parseInt(document.querySelector('tr[data-job=\"{job_id}\"] [data-field=counts]')"
         f".textContent) > {first}",
         timeout=JOB_TIMEOUT_MS,
     )
     assert browser_page.evaluate("window.notReloaded === true"), "the page reloaded"
-    job_id = row.get_attribute("data-job")
     row.get_by_role("button", name="Cancel").click()
     finished = browser_page.locator(f'#finished-jobs tr[data-job="{job_id}"]')
     expect(finished.locator('[data-field="state"]')).to_have_text("cancelled", timeout=30_000)
@@ -174,11 +188,9 @@ def test_index_built_and_activated_shows_on_overview(
     browser_page.get_by_role("radio", name="build-face-index").check()
     browser_page.get_by_label("Folder of performers").fill(str(performers))
     browser_page.get_by_label("Activate the new version when built").uncheck()
-    browser_page.get_by_role("button", name="Start").click()
-    row = browser_page.locator("#finished-jobs tbody tr").first
-    expect(row.locator("th a")).to_have_text("build-face-index", timeout=JOB_TIMEOUT_MS)
+    job_id = start_job_from_form(browser_page)
+    row = browser_page.locator(f'#finished-jobs tr[data-job="{job_id}"]')
     expect(row.locator('[data-field="state"]')).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
-    job_id = row.get_attribute("data-job")
     result = httpx.get(f"{stack.http}/jobs/{job_id}/results", timeout=30).json()["items"][0]["result"]
     version = result["version"]
     assert result["performers"] == len(PEOPLE) and not result["activated"]
@@ -210,6 +222,13 @@ def test_try_it_draws_the_two_faces_of_couple(page: tuple[Page, Watch], stack: S
     expect(browser_page.locator("#tags")).to_contain_text(re.compile(r"Face_AI \d+%"), timeout=60_000)
     width = canvas.evaluate("c => c.width")
     assert width > 0
+
+    browser_page.get_by_label("Video path on the server").fill(str(shared_file(VIDEO)))
+    browser_page.get_by_role("button", name="Tag and identify").click()
+    timeline = browser_page.locator("#timeline")
+    expect(timeline).to_contain_text("Duration 0:11", timeout=180_000)
+    expect(timeline).to_contain_text("People")
+    assert not timeline.locator(".bad").count(), timeline.inner_text()
     assert not serious_violations(browser_page)
     assert not watch.problems, watch.problems
 

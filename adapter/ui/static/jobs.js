@@ -31,16 +31,19 @@
     row.querySelector('[data-action="cancel"]').hidden = FINISHED.has(job.state);
   }
 
-  function showDetail(job) {
+  // The detail page shows the message live; once a job it watched live stops, the page is loaded
+  // again, once, for what only the server renders (summary, errors by kind, a build's diff).
+  function showDetail(job, wasLive) {
     const message = document.querySelector('[data-field="message"]');
-    if (message) message.textContent = job.message || job.error || "";
-    const summary = document.getElementById("job-summary");
-    if (summary) summary.textContent = JSON.stringify(job.summary, null, 2);
+    if (!message) return;
+    message.textContent = job.message || job.error || "";
+    if (wasLive && STOPPED.has(job.state)) window.location.reload();
   }
 
   function update(job) {
+    const wasLive = [...rowsOf(job.id)].some((row) => !STOPPED.has(row.dataset.state));
     for (const row of rowsOf(job.id)) show(row, job);
-    showDetail(job);
+    showDetail(job, wasLive);
     const finishedBody = document.querySelector("#finished-jobs tbody");
     if (finishedBody && FINISHED.has(job.state)) {
       for (const row of rowsOf(job.id)) {
