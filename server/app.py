@@ -30,6 +30,7 @@ from stash_vision.server.faces.identification import FaceIdentification
 from stash_vision.server.faces.index_holder import IndexHolder
 from stash_vision.server.faces.pipeline import FacePipeline
 from stash_vision.server.faces.profile import ProfileError
+from stash_vision.server.faces.stash_media import StashMedia
 from stash_vision.server.health import SERVICES, ReadinessWatcher
 from stash_vision.server.image_source import ImageLoader
 from stash_vision.server.inference import ModelInference
@@ -71,6 +72,7 @@ class RunningServer:
     pool: CpuPool
     port: int
     jobs: Jobs
+    stash: StashMedia | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         # Flip health first, so load balancers stop sending work, then drain. Running jobs stop
@@ -80,6 +82,8 @@ class RunningServer:
         await self.server.stop(grace_s)
         self.watcher_task.cancel()
         await self.session.close()
+        if self.stash is not None:
+            await self.stash.aclose()
         self.pool.shutdown()
 
 
@@ -201,7 +205,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     await server.start()
     task = asyncio.create_task(watcher.run(), name="readiness-watcher")
     log.info("gRPC server on %s (Triton at %s)", address, settings.triton_target)
-    return RunningServer(server, health_servicer, task, session, pool, port, jobs)
+    return RunningServer(server, health_servicer, task, session, pool, port, jobs, faces.stash)
 
 
 async def serve(settings: Settings) -> None:

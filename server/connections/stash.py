@@ -90,6 +90,7 @@ class StashScene:
     performers: list[StashPerformer]
     frame_rate: float | None = None
     screenshot_url: str | None = None
+    width: int | None = None
 
 
 def _scene(raw: dict[str, Any]) -> StashScene:
@@ -102,6 +103,7 @@ def _scene(raw: dict[str, Any]) -> StashScene:
         performers=[_performer(p) for p in raw.get("performers") or []],
         frame_rate=files[0].get("frame_rate") if files else None,
         screenshot_url=(raw.get("paths") or {}).get("screenshot"),
+        width=files[0].get("width") if files else None,
     )
 
 

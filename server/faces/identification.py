@@ -43,7 +43,7 @@ from stash_vision.server.faces.scene_frames import FrameReport, SceneFrame, even
 from stash_vision.server.faces.scene_people import FrameFaces, people_in_scene
 from stash_vision.server.faces.stash_media import FaceImageRef, StashImageRef, StashMedia, is_image_problem
 from stash_vision.server.faces.stored_faces import StoredFaces
-from stash_vision.server.faces.video_source import open_video
+from stash_vision.server.faces.video_source import cover_at_video_width, open_video
 from stash_vision.server.image_source import ImageLoader, ImageRef
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.results.cache import ResultCache
@@ -325,12 +325,13 @@ class FaceIdentification:
             timing.detection_ms += (t1 - t0) * 1000
             timing.embedding_ms += (t2 - t1) * 1000
             timing.matching_ms += (time.perf_counter() - t2) * 1000
-            counts["detected"] += found
-            counts["kept"] += len(faces)
+            if frame.index >= 0:  # Stash Sense counts the faces of video frames only, not the cover's
+                counts["detected"] += found
+                counts["kept"] += len(faces)
             frames.append(FrameFaces(frame.index, frame.time_s, embedded, matches))
 
         if video.cover is not None:
-            cover = await self._image(video.cover)
+            cover = await self.pool.run(cover_at_video_width, await self._image(video.cover), info.width)
             await analyse(SceneFrame(-1, -1.0, cover))
 
         iterator = read_frames(video.source, info, times, report, options=video.options)

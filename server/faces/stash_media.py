@@ -102,7 +102,7 @@ def stream_info(scene: StashScene) -> VideoInfo:
         duration_s=scene.duration or 0.0,
         fps=scene.frame_rate or 0.0,
         frame_count_estimate=0,
-        width=0,
+        width=scene.width or 0,
         height=0,
         codec="",
         keyframe_interval_s=None,
@@ -135,6 +135,11 @@ def _url_hint() -> Iterator[None]:
 class StashMedia:
     def __init__(self, connection: StashConnection | None) -> None:
         self._stash = connection
+
+    async def aclose(self) -> None:
+        """Closes the connection's HTTP client (server shutdown)."""
+        if self._stash is not None:
+            await self._stash.aclose()
 
     @property
     def connection(self) -> StashConnection:

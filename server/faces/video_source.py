@@ -7,7 +7,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
+import cv2
+
+from stash_vision.server.arrays import BgrImage
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.faces.results import VideoRequest
 from stash_vision.server.faces.stash_media import FaceImageRef, StashMedia
@@ -48,3 +52,14 @@ async def open_video(
     if cover is None:
         cover = await stash.screenshot(video)
     return VideoSource(video.source, video.info, video.label, cover, video.options, video.redact)
+
+
+def cover_at_video_width(cover: BgrImage, video_width: int) -> BgrImage:
+    """Stash Sense's rule for the screenshot: one narrower than 80 % of the video is upscaled to
+    the video's width, so its faces are as large as in the frames (and pass the same size gate).
+    Blocking (run in the CPU pool)."""
+    height, width = cover.shape[:2]
+    if video_width <= 0 or width <= 0 or width >= 0.8 * video_width:
+        return cover
+    size = (video_width, max(1, round(height * video_width / width)))
+    return cast(BgrImage, cv2.resize(cover, size, interpolation=cv2.INTER_LINEAR))
