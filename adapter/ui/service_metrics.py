@@ -10,7 +10,6 @@ frames are the difference of the two."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -141,9 +140,11 @@ class ServiceMetrics:
     async def _sample_forever(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
-            with contextlib.suppress(Exception):
+            try:
                 async with self._lock:
                     self._keep(await self.scrape())
+            except Exception:  # the sampler outlives one bad scrape; the page shows scrape problems
+                log.exception("sampling the service's metrics failed")
 
     def rates(self) -> Rates | None:
         """Rates between the oldest kept sample and the newest. With a single sample, a server

@@ -93,3 +93,6 @@ def test_without_a_key_everything_is_open() -> None:
         assert client.post("/jobs/x/cancel").status_code == 503
         overview = client.get("/ui/")
         assert overview.status_code == 200 and "Not ready" in overview.text
+        assert overview.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in overview.headers["content-security-policy"]
+        assert overview.headers["cache-control"] == "no-store"
