@@ -17,6 +17,8 @@ from pydantic import SecretStr
 from stash_vision.adapter.routes import faces, indexes, jobs, tagging
 from stash_vision.adapter.server_client import server_of
 from stash_vision.adapter.ui.service_metrics import executed_batch, service_metrics
+from stash_vision.catalog.entries import Catalog, CatalogError
+from stash_vision.catalog.fetcher import is_fetched
 from stash_vision.settings import Settings
 from stash_vision.v1 import models_pb2
 
@@ -191,10 +193,39 @@ async def indexes_page(request: Request) -> dict[str, Any]:
 
 async def models_page(request: Request) -> dict[str, Any]:
     problems: list[str] = []
-    models, taggers = await asyncio.gather(
-        model_rows(request, problems), _attempt(problems, tagging.current_ai_models(request))
+    settings = settings_of(request)
+    models, taggers, catalogued = await asyncio.gather(
+        model_rows(request, problems),
+        _attempt(problems, tagging.current_ai_models(request)),
+        asyncio.to_thread(catalog_rows, settings, problems),
     )
-    return {"models": models, "taggers": taggers or [], "problems": problems}
+    configured = {m["name"]: m for m in models}
+    for row in catalogued:
+        row["configured"] = row["name"] in configured
+        row["loaded"] = configured.get(row["name"], {}).get("ready", False)
+    return {"models": models, "catalog": catalogued, "taggers": taggers or [], "problems": problems}
+
+
+def catalog_rows(settings: Settings, problems: list[str]) -> list[dict[str, Any]]:
+    """Every catalogued model (packaged and imported) and whether its weights are in the data
+    directory (by size; the fetcher checked the sha256 when it wrote them)."""
+    try:
+        catalog = Catalog.load(extra=[settings.user_repository])
+    except CatalogError as error:
+        problems.append(str(error))
+        return []
+    rows = []
+    for name in catalog.names():
+        entry = catalog.get(name)
+        rows.append(
+            {
+                "name": name,
+                "task": entry.task,
+                "licence": entry.licence,
+                "fetched": is_fetched(entry, settings.models_dir),
+            }
+        )
+    return rows
 
 
 def effective_settings(settings: Settings) -> list[tuple[str, str]]:

@@ -1,13 +1,15 @@
 """The dashboard at /ui/ in a real browser (Debian's chromium driven by Playwright) against the real
-stack (NudeNet for tagging, SCRFD + MobileFaceNet for faces, real media from ../shared/testdata):
-a tag-library job started from the form moves live over SSE and is cancelled; a face index built
-from the form is activated on the Indexes page and named by the Overview; Try it draws the two
-faces of couple.jpg, and a video's tag spans and people on a timeline. Every page loads without a
-console error or a failed request and with no serious or critical axe-core violation. Each flow
-runs at a desktop and a phone (390×844) size."""
+stack (NudeNet for tagging, SCRFD + MobileFaceNet for faces, real media from ../shared/testdata,
+Stash and stash-box stand-ins on their real GraphQL schemas): a tag-library job started from the
+form moves live over SSE and is cancelled; a face index built from the form is activated on the
+Indexes page and named by the Overview; Try it draws the two faces of couple.jpg, and a video's
+tag spans and people on a timeline; Settings masks every secret and tests the connections. Every
+page loads without a console error or a failed request and with no serious or critical axe-core
+violation. Each flow runs at a desktop and a phone (390×844) size."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +25,11 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response
 
 from tests.conftest import shared_dir, shared_file
 from tests.stack import Stack, start_stack
+from tests.standins.fixtures import STASH_KEY, STASHBOX_KEY, stash_schema, stashbox_schema
+from tests.standins.stash import VERSION as STASH_VERSION
+from tests.standins.stash import Fixtures, StashStandIn
+from tests.standins.stashbox import VERSION as BOX_VERSION
+from tests.standins.stashbox import StashBoxStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -97,11 +104,31 @@ def serious_violations(page: Page) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("dashboard"), shared_dir() / "models", models=MODELS)
-    try:
-        yield running
-    finally:
-        running.stop()
+    """The stack, connected to a Stash stand-in and two stash-box entries on one stand-in: one with
+    its key, one with a wrong key (for Settings' connection test)."""
+    with (
+        StashStandIn(stash_schema(), Fixtures(), api_key=STASH_KEY) as stash,
+        StashBoxStandIn(stashbox_schema(), {}, api_key=STASHBOX_KEY) as box,
+    ):
+        endpoint = f"{box.url}/graphql"
+        boxes = [
+            {"name": "testbox", "endpoint": endpoint, "api_key": STASHBOX_KEY},
+            {"name": "wrongkey", "endpoint": endpoint, "api_key": "not-the-key"},
+        ]
+        running = start_stack(
+            tmp_path_factory.mktemp("dashboard"),
+            shared_dir() / "models",
+            models=MODELS,
+            extra_env={
+                "STASH_VISION_STASH_URL": stash.url,
+                "STASH_VISION_STASH_API_KEY": STASH_KEY,
+                "STASH_VISION_STASHBOX_ENDPOINTS": json.dumps(boxes),
+            },
+        )
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +268,25 @@ def test_every_page_loads_clean_and_accessible(page: tuple[Page, Watch]) -> None
         browser_page.wait_for_load_state("networkidle")
         violations = serious_violations(browser_page)
         assert not violations, f"{path}: {violations}"
+    browser_page.goto("/ui/models")
+    served = browser_page.locator('tr[data-model="nudenet_320n"] td').all_inner_texts()
+    assert served[-3:] == ["yes", "yes", "yes"], served  # configured, fetched, loaded
+    other = browser_page.locator('tr[data-model="arcface"] td').all_inner_texts()
+    assert other[-3:] == ["no", "no", "no"], other  # catalogued, not served by the default profile
+    browser_page.goto("/ui/settings")
+    for secret in (STASH_KEY, STASHBOX_KEY, "not-the-key"):
+        assert secret not in browser_page.content(), "a secret is shown"
+    key_row = browser_page.locator("#config tr", has_text="STASH_VISION_STASH_API_KEY")
+    expect(key_row.locator("td")).to_have_text("••••••••")
     browser_page.get_by_role("button", name="Test connections").click()
-    expect(browser_page.locator("#connections")).to_contain_text("Stash: not configured")
+    connections = browser_page.locator("#connections li")
+    expect(connections).to_have_count(3)
+    expect(connections.nth(0)).to_contain_text(f"reachable, version {STASH_VERSION}, the key works")
+    expect(connections.nth(1)).to_contain_text(
+        re.compile(rf"testbox \(.*\): reachable, version {re.escape(BOX_VERSION)}, the key works")
+    )
+    expect(connections.nth(2)).to_have_class("bad")
+    expect(connections.nth(2)).to_contain_text("wrongkey")
     browser_page.goto("/")
     assert browser_page.url.endswith("/ui/")
     assert not watch.problems, watch.problems
@@ -260,6 +304,9 @@ def test_screenshots_of_every_page(browser: Browser, stack: Stack, tmp_path: Pat
         for path in PAGES:
             shot.goto(path)
             shot.wait_for_load_state("networkidle")
+            if path == "/ui/settings":
+                shot.get_by_role("button", name="Test connections").click()
+                expect(shot.locator("#connections li")).to_have_count(3)
             if path == "/ui/try":
                 shot.get_by_label("Drop an image here, or choose one").set_input_files(shared_file(COUPLE))
                 expect(shot.locator("#picture")).to_have_attribute("data-faces", "2", timeout=120_000)
