@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from stash_vision import cli_index, cli_jobs
 from stash_vision.catalog.entries import Catalog, CatalogEntry, CatalogError
 from stash_vision.catalog.fetcher import FetchError, fetch, is_fetched
@@ -311,7 +313,11 @@ def _index_build(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:  # a bad STASH_VISION_* variable or key file: say which, no traceback
+        print(f"error: invalid settings: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {
         "serve": _serve,

@@ -7,13 +7,29 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "stash-vision"
+
+
+def _key_from_file(value: str | None, path: Path | None, name: str) -> str | None:
+    """A secret given either directly or as a file (systemd's LoadCredential, Docker secrets), so
+    it need not sit in the environment or a world-readable unit. One of the two, never both."""
+    if path is None:
+        return value
+    if value:
+        raise ValueError(f"set STASH_VISION_{name} or STASH_VISION_{name}_FILE, not both")
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read STASH_VISION_{name}_FILE {path}: {error}") from error
+    if not key:
+        raise ValueError(f"STASH_VISION_{name}_FILE {path} is empty; put the key in it or unset it")
+    return key
 
 
 class StashBoxEndpoint(BaseModel):
@@ -151,6 +167,10 @@ class Settings(BaseSettings):
     stash_api_key: str | None = Field(
         default=None, description="Stash's API key (sent as the ApiKey header)."
     )
+    stash_api_key_file: Path | None = Field(
+        default=None,
+        description="File holding Stash's API key instead of stash_api_key (e.g. a systemd credential, %d/stash-api-key).",
+    )
     stash_gallery_max_images: int = Field(
         default=500,
         ge=1,
@@ -162,6 +182,10 @@ class Settings(BaseSettings):
     )
 
     api_key: str | None = Field(default=None, description="When set, HTTP and gRPC callers must present it.")
+    api_key_file: Path | None = Field(
+        default=None,
+        description="File holding api_key instead of the variable (e.g. a systemd credential, %d/api-key).",
+    )
     cors_origins: list[str] | None = Field(
         default=None,
         description='Origins whose web pages may call the HTTP API (the AI Overhaul plugin runs in Stash\'s page), e.g. ["http://stash.lan:9999"]; unset: the origin of stash_url, none without one.',
@@ -172,6 +196,13 @@ class Settings(BaseSettings):
         description="Largest body the AI Overhaul routes (/stash-ai) read; its images come as base64.",
     )
     log_level: str = Field(default="INFO")
+
+    @model_validator(mode="after")
+    def _read_key_files(self) -> Settings:
+        # Read once here, so every process and every reader of api_key / stash_api_key sees the key.
+        self.api_key = _key_from_file(self.api_key, self.api_key_file, "API_KEY")
+        self.stash_api_key = _key_from_file(self.stash_api_key, self.stash_api_key_file, "STASH_API_KEY")
+        return self
 
     @property
     def models_dir(self) -> Path:
