@@ -226,7 +226,7 @@ def _depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_expected_services(services: dict[str, dict[str, Any]]) -> None:
-    assert {"models", "triton", "server", "adapter", "prometheus"} <= set(services)
+    assert {"models", "triton", "server", "adapter", "prometheus", "grafana"} <= set(services)
 
 
 def test_depends_on_names_existing_services_and_healthchecked_ones_when_waiting_for_health(
@@ -356,6 +356,7 @@ def test_only_the_adapter_is_published_beyond_loopback(services: dict[str, dict[
     assert "ports" not in services["triton"], "Triton has no authentication; keep it on the compose network"
     assert [_published(p)[1:] for p in services["adapter"]["ports"]] == [("8000", "8000")]
     assert [_published(p) for p in services["prometheus"]["ports"]] == [("127.0.0.1", "9090", "9090")]
+    assert [_published(p) for p in services["grafana"]["ports"]] == [("127.0.0.1", "3000", "3000")]
 
 
 def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
