@@ -31,3 +31,28 @@ ensure_venv() {
         touch "$stamp"
     fi
 }
+
+# The extra that runs the models here: `embedded-gpu` (ONNX Runtime's GPU build) when nvidia-smi
+# lists a GPU and STASH_VISION_DEVICE is not `cpu`, else `embedded`.
+embedded_extra() {
+    if [ "${STASH_VISION_DEVICE:-auto}" != cpu ] && command -v nvidia-smi >/dev/null 2>&1 \
+        && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+        echo embedded-gpu
+    else
+        echo embedded
+    fi
+}
+
+# onnxruntime and onnxruntime-gpu install the same `onnxruntime` module: with both installed,
+# whichever came last owns the files, and uninstalling one breaks the other. Before installing
+# `$1` (embedded or embedded-gpu), both go when the unwanted one is there, and the stamp with
+# them, so ensure_venv installs the wanted build afresh.
+switch_onnxruntime_build() {
+    local unwanted=onnxruntime-gpu
+    [ "$1" = embedded-gpu ] && unwanted=onnxruntime
+    if [ -x .venv/bin/python ] && .venv/bin/python -m pip show --quiet "$unwanted" >/dev/null 2>&1; then
+        echo "replacing $unwanted in .venv (extra $1)" >&2
+        .venv/bin/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
+        rm -f .venv/.installed-*
+    fi
+}

@@ -38,6 +38,12 @@ VIDEO_FRAMES_IN_FLIGHT = Gauge(
     "Sampled video frames being decoded, preprocessed or in Triton, across all videos.",
 )
 
+MODEL_DEVICE = Gauge(
+    "stash_vision_model_device",
+    "1 for the device each ready model runs on, as its runner reports it (cpu, gpu; unknown when unreported).",
+    ["model", "device"],
+)
+
 JOBS = Gauge("stash_vision_jobs", "Jobs in the job database, by kind and state.", ["kind", "state"])
 JOBS_FINISHED = Counter(
     "stash_vision_jobs_finished_total", "Jobs that reached an end state (or paused) here.", ["kind", "state"]

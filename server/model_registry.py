@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stash_vision.catalog.entries import CatalogEntry
+from stash_vision.server.metrics import MODEL_DEVICE
 from stash_vision.server.triton_session import InferenceSession, ModelStatus
 
 
@@ -19,10 +21,26 @@ class ModelRegistry:
     def __init__(self, entries: list[CatalogEntry], session: InferenceSession) -> None:
         self.entries = sorted(entries, key=lambda e: e.name)
         self.session = session
+        self._devices: dict[str, str] = {}  # model -> device label last exported
 
     async def list(self) -> list[ModelInfo]:
         statuses = await asyncio.gather(*(self.session.model_status(e.name) for e in self.entries))
-        return [ModelInfo(entry, status) for entry, status in zip(self.entries, statuses, strict=True)]
+        infos = [ModelInfo(entry, status) for entry, status in zip(self.entries, statuses, strict=True)]
+        self._export_devices(infos)
+        return infos
+
+    def _export_devices(self, infos: Sequence[ModelInfo]) -> None:
+        """stash_vision_model_device: kept current by the readiness watcher's polling."""
+        for info in infos:
+            name = info.entry.name
+            label = (info.status.device or "unknown") if info.status.ready else None
+            previous = self._devices.get(name)
+            if previous is not None and previous != label:
+                MODEL_DEVICE.remove(name, previous)
+                del self._devices[name]
+            if label is not None:
+                MODEL_DEVICE.labels(name, label).set(1)
+                self._devices[name] = label
 
     async def all_ready(self) -> bool:
         if not await self.session.server_ready():

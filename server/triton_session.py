@@ -13,6 +13,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from stash_vision.embedded.device_report import served_device
 from stash_vision.server.arrays import AnyArray
 from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, InferenceFailed, InvalidInput
 from stash_vision.server.priority import triton_priority
@@ -103,9 +104,9 @@ class TritonSession:
             config = await self._client.get_model_config(model, as_json=True, client_timeout=2.0)
         except InferenceServerException:
             return ModelStatus(ready=False, device="")
-        groups = config.get("config", {}).get("instance_group", [])
-        device = "gpu" if any(g.get("kind") == "KIND_GPU" for g in groups) else "cpu"
-        return ModelStatus(ready=True, device=device)
+        # The embedded runner's own report of the providers its session got; Triton's instance
+        # kind only where no runner reports (the native onnxruntime backend enforces the kind).
+        return ModelStatus(ready=True, device=served_device(config.get("config", {})))
 
     async def close(self) -> None:
         await self._client.close()

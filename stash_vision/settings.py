@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
@@ -77,6 +78,14 @@ class Settings(BaseSettings):
     ort_threads: int = Field(
         default=0,
         description="ONNX Runtime intra-op threads per model instance (embedded); 0 = all cores.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Embedded: where ONNX Runtime runs the models; auto uses an NVIDIA GPU when one works, else the CPU (docs/gpu.md).",
+    )
+    tensorrt: bool = Field(
+        default=False,
+        description="Embedded, on the GPU: ONNX Runtime's TensorRT provider, engines cached in $DATA/tensorrt.",
     )
 
     max_message_bytes: int = Field(default=64 * 1024 * 1024, description="gRPC message limit, both ways.")

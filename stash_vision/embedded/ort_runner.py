@@ -11,10 +11,15 @@ batching across requests pay off."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from stash_vision.embedded.device_report import REPORT_PARAMETER, write_report
+from stash_vision.embedded.ort_session import ProviderRequest, open_session
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -25,7 +30,14 @@ except ImportError:  # imported outside Triton (tests, tooling)
 class OnnxRuntimeRunner:
     """Triton-independent core: one ORT session, batched execution of several requests' inputs."""
 
-    def __init__(self, onnx_path: str, input_names: list[str], output_names: list[str], threads: int) -> None:
+    def __init__(
+        self,
+        onnx_path: str,
+        input_names: list[str],
+        output_names: list[str],
+        threads: int,
+        providers: ProviderRequest | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -35,7 +47,9 @@ class OnnxRuntimeRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # Idle ORT threads sleep instead of spinning: the cores are shared with the decoders.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        # The providers the derived config asks for (the CPU unless STASH_VISION_DEVICE gave a
+        # GPU), and what the session really runs on: ort_session.py.
+        self.session, self.device = open_session(onnx_path, options, providers or ProviderRequest.cpu())
         self.input_names = input_names
         self.output_names = output_names
 
@@ -70,7 +84,17 @@ class TritonPythonModel:
             input_names=[t["name"] for t in config["input"]],
             output_names=[t["name"] for t in config["output"]],
             threads=int(parameters.get("intra_op_threads", "1")),
+            providers=ProviderRequest.from_parameters(
+                parameters, device_id=int(args.get("model_instance_device_id", 0) or 0)
+            ),
         )
+        if self.runner.device.reason:  # lands in tritonserver.log; the supervisor logs it too
+            print(
+                f"{config['name']}: on {self.runner.device.device}: {self.runner.device.reason}",
+                file=sys.stderr,
+            )
+        if parameters.get(REPORT_PARAMETER):
+            write_report(Path(parameters[REPORT_PARAMETER]), self.runner.device)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         inputs = [

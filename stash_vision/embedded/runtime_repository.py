@@ -3,8 +3,10 @@
 - native (compose, official Triton image): configs as they are, weights placed at
   <name>/<version>/model.onnx for the onnxruntime backend.
 - embedded (the nvidia-pytriton binary, Python backend only): the same config with the backend
-  swapped for the Python backend running stash_vision/embedded/ort_runner.py, instances on the CPU,
-  and the ONNX path passed as a parameter. Batching, queueing, I/O and warmup stay identical."""
+  swapped for the Python backend running stash_vision/embedded/ort_runner.py, instances on the
+  device STASH_VISION_DEVICE settled on (model_placement.py: instance kind, ONNX Runtime providers,
+  the runner's device report), and the ONNX path passed as a parameter. Batching, queueing, I/O
+  and warmup stay identical."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from stash_vision.catalog.entries import CatalogEntry
+from stash_vision.embedded import model_placement
+from stash_vision.embedded.device import DevicePlan
+from stash_vision.embedded.device_report import REPORT_FILE
 from stash_vision.server.priority import TRITON_PRIORITY_LEVELS
 
 RUNNER_SOURCE = Path(__file__).with_name("ort_runner.py")
@@ -72,8 +77,10 @@ def assemble(
     mode: RepositoryMode,
     ort_threads: int = 1,
     warmup_batch: int = 1,
+    device: DevicePlan = model_placement.CPU_PLAN,
 ) -> Path:
-    """Writes the repository to `out`, replacing it whole (built beside it, then renamed)."""
+    """Writes the repository to `out`, replacing it whole (built beside it, then renamed).
+    `device` places the embedded models (the CPU unless the supervisor planned the GPU)."""
     missing = [e.name for e in entries if not e.weights_path(models_dir).is_file()]
     if missing:
         names = " ".join(missing)
@@ -86,6 +93,8 @@ def assemble(
     try:
         for entry in entries:
             _write_model(entry, models_dir, staging / entry.name, mode, ort_threads, warmup_batch)
+            if mode is RepositoryMode.EMBEDDED:
+                _place(entry, models_dir, staging / entry.name, out, device, warmup_batch)
         backup = out.with_name(f".{out.name}.old")
         if out.exists():
             shutil.rmtree(backup, ignore_errors=True)
@@ -115,6 +124,24 @@ def _write_model(
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     if entry.labels_file:
         shutil.copy2(entry.folder / entry.labels_file, folder / entry.labels_file)
+
+
+def _place(
+    entry: CatalogEntry, models_dir: Path, folder: Path, out: Path, device: DevicePlan, warmup_batch: int
+) -> None:
+    """Rewrites the embedded config in `folder` for `device`; the runner's report path is the
+    one the folder will have once the repository is renamed into place."""
+    config_path = folder / "config.pbtxt"
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    target = model_placement.ModelTarget(
+        name=entry.name,
+        weights=Path(config.parameters["onnx_path"].string_value),  # the file the runner loads
+        report=out.resolve() / entry.name / REPORT_FILE,
+        tensorrt_root=models_dir.parent / "tensorrt",
+        warmup_batch=warmup_batch,
+    )
+    model_placement.place(config, device, target)
+    config_path.write_text(text_format.MessageToString(config))
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

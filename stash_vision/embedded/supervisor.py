@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stash_vision.catalog.entries import CatalogEntry
-from stash_vision.embedded import runtime_repository
+from stash_vision.embedded import device, runtime_repository
+from stash_vision.embedded.device_report import REPORT_FILE, read_report
 from stash_vision.embedded.triton_binary import TritonInstall
 from stash_vision.settings import Settings
 
@@ -147,6 +148,8 @@ class Supervisor:
         self.triton_install = triton
         self._stop_requested = False
         self.children: list[Child] = []
+        self.device: device.DevicePlan | None = None  # embedded only: where the models were placed
+        self._device_env: dict[str, str] = {}  # in-flight caps the GPU raised, for the children
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -192,6 +195,7 @@ class Supervisor:
         self._wait_for_triton()
         if self._stop_requested:
             return
+        self._log_runner_fallbacks()
         env = self._child_env()
         for name, module in (("server", "stash_vision.server"), ("adapter", "stash_vision.adapter")):
             child = Child(name=name, argv=[sys.executable, "-m", module], env=env)
@@ -204,10 +208,37 @@ class Supervisor:
         env["STASH_VISION_TRITON_URL"] = self.settings.triton_target
         env["STASH_VISION_DATA_DIR"] = str(self.settings.data_dir)
         env["STASH_VISION_MODELS"] = "[" + ",".join(f'"{e.name}"' for e in self.entries) + "]"
+        env.update(self._device_env)
         return env
+
+    # -- device ----------------------------------------------------------------------------------
+    def _plan_device(self) -> device.DevicePlan:
+        """STASH_VISION_DEVICE against this host (one log line), and on a GPU the in-flight caps
+        the user left at their defaults raised (device.GPU_IN_FLIGHT), here and for the children."""
+        s = self.settings
+        try:
+            plan = device.choose(s.device, s.tensorrt)
+        except device.DeviceUnavailable as error:
+            raise StartupError(str(error)) from None
+        current = {"images_in_flight": s.images_in_flight, "video_frames_in_flight": s.video_frames_in_flight}
+        raised = device.in_flight_overrides(plan, s.model_fields_set, current)
+        if raised:
+            self.settings = s.model_copy(update=raised)
+            self._device_env = {f"STASH_VISION_{name.upper()}": str(value) for name, value in raised.items()}
+            log.info("device: on the GPU, %s", ", ".join(f"{k} {v}" for k, v in raised.items()))
+        return plan
+
+    def _log_runner_fallbacks(self) -> None:
+        """The runners' own fallbacks (CUDA libraries missing, GPU out of memory): one line."""
+        if self.device is None or self.device.device != "cuda":
+            return
+        repository = self.settings.runtime_dir / "model_repository"
+        reports = {e.name: read_report(repository / e.name / REPORT_FILE) for e in self.entries}
+        device.log_runner_fallbacks({name: (r.device, r.reason) for name, r in reports.items() if r})
 
     # -- Triton ----------------------------------------------------------------------------------
     def _start_embedded_triton(self, install: TritonInstall) -> None:
+        self.device = self._plan_device()
         s = self.settings
         repository = runtime_repository.assemble(
             self.entries,
@@ -216,6 +247,7 @@ class Supervisor:
             runtime_repository.RepositoryMode.EMBEDDED,
             s.effective_ort_threads,
             s.effective_warmup_batch,
+            device=self.device,
         )
         # A private shared-memory prefix: two stacks (or PyTriton) on one machine must not collide.
         shm_prefix = f"stash_vision_{os.getpid()}_"
