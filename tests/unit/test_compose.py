@@ -519,11 +519,11 @@ def test_promtool_accepts_both_prometheus_configs(
 # --- Dockerfile ----------------------------------------------------------------------------------------------
 
 
-def _dockerfile_stages() -> list[list[tuple[str, str]]]:
+def _dockerfile_stages(dockerfile: Path = DOCKERFILE) -> list[list[tuple[str, str]]]:
     """Instructions (KEYWORD, arguments) per stage, continuation lines joined, comments dropped."""
     logical: list[str] = []
     pending = ""
-    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
