@@ -90,9 +90,13 @@ def provider_list(
 
 def shape_profiles(config: model_config_pb2.ModelConfig, warmup_batch: int) -> dict[str, str]:
     """TensorRT profiles over the batch dimension (1, the warm-up batch, max_batch_size), for
-    inputs whose other dimensions are fixed; none when a model does not batch or has a dynamic
-    dimension (TensorRT then sizes its profile from the shapes it sees)."""
+    inputs whose other dimensions are fixed; none when a model does not batch, has a dynamic
+    dimension, or an input name ORT's "name:dims,..." option cannot carry (ORT splits at the
+    first ':', so open_nsfw's "input:0" cannot be named): TensorRT then sizes its profile from
+    the shapes it sees, rebuilding the engine when a batch size outside it first arrives."""
     if config.max_batch_size <= 0 or any(d <= 0 for i in config.input for d in i.dims):
+        return {}
+    if any(":" in i.name or "," in i.name for i in config.input):
         return {}
     batch = max(1, min(warmup_batch, config.max_batch_size))
 
