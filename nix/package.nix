@@ -23,63 +23,81 @@ let
   };
   py = python.pkgs;
 
+  # A binary wheel from PyPI (hashes: sha256 of the wheels pip downloaded, checked 2026-12-07), its
+  # native libraries patched to the store's by autoPatchelfHook.
+  wheel =
+    {
+      pname,
+      version,
+      tag,
+      platform,
+      hash,
+      description,
+      homepage,
+      ...
+    }@args:
+    py.buildPythonPackage (
+      removeAttrs args [
+        "tag"
+        "platform"
+        "hash"
+        "description"
+        "homepage"
+      ]
+      // {
+        format = "wheel";
+        src = fetchPypi {
+          inherit pname version platform hash;
+          format = "wheel";
+          dist = tag.python;
+          inherit (tag) python abi;
+        };
+        nativeBuildInputs = [ autoPatchelfHook ];
+        buildInputs = [ stdenv.cc.cc.lib ] ++ (args.buildInputs or [ ]);
+        meta = {
+          inherit description homepage;
+          license = lib.licenses.asl20;
+          platforms = [ "x86_64-linux" ];
+        };
+      }
+    );
+
   # Not in nixpkgs. Only its files are used (pytriton/tritonserver: the tritonserver binary, the
   # Python backend and its per-Python stubs; stash_vision/embedded/triton_binary.py), never its
   # Python API, so its own requirements (pyzmq, sh, typer, …) are not installed.
-  nvidia-pytriton = py.buildPythonPackage rec {
+  nvidia-pytriton = wheel {
     pname = "nvidia_pytriton";
     version = "0.7.0";
-    format = "wheel";
-    src = fetchPypi {
-      inherit pname version format;
-      dist = "py3";
+    tag = {
       python = "py3";
       abi = "none";
-      platform = "manylinux_2_35_x86_64";
-      # sha256 of the wheel pip downloads from PyPI (checked 2026-12-07).
-      hash = "sha256-IfBj/5O7Qm0MBrelXn6578/mLA3d2akI6Yd+GHEBKN8=";
     };
-    nativeBuildInputs = [ autoPatchelfHook ];
-    buildInputs = [
-      stdenv.cc.cc.lib
-      zlib
-    ];
+    platform = "manylinux_2_35_x86_64";
+    hash = "sha256-IfBj/5O7Qm0MBrelXn6578/mLA3d2akI6Yd+GHEBKN8=";
+    buildInputs = [ zlib ];
     # The stubs link libpython of their Python version; triton_binary.py puts this interpreter's
     # libpython on LD_LIBRARY_PATH when it starts Triton, and stubs of other versions go unused.
     autoPatchelfIgnoreMissingDeps = [ "libpython3*" ];
     dontCheckRuntimeDeps = true;
     pythonImportsCheck = [ ];
-    meta = {
-      description = "NVIDIA PyTriton (for the tritonserver binary it ships)";
-      homepage = "https://github.com/triton-inference-server/pytriton";
-      license = lib.licenses.asl20;
-      platforms = [ "x86_64-linux" ];
-    };
+    description = "NVIDIA PyTriton (for the tritonserver binary it ships)";
+    homepage = "https://github.com/triton-inference-server/pytriton";
   };
 
   # Spotify's HNSW library (face indexes in Stash Sense's format); the abi3 wheel fits Python ≥ 3.12.
-  voyager = py.buildPythonPackage rec {
+  voyager = wheel {
     pname = "voyager";
     version = "2.2.3";
-    format = "wheel";
-    src = fetchPypi {
-      inherit pname version format;
-      dist = "cp312";
+    tag = {
       python = "cp312";
       abi = "abi3";
-      platform = "manylinux_2_17_x86_64.manylinux2014_x86_64";
-      hash = "sha256-T/kMt/s66FIshre9YHSrQUFl3H6SdXTpSkFW8iJyz68=";
     };
-    nativeBuildInputs = [ autoPatchelfHook ];
-    buildInputs = [ stdenv.cc.cc.lib ];
+    platform = "manylinux_2_17_x86_64.manylinux2014_x86_64";
+    hash = "sha256-T/kMt/s66FIshre9YHSrQUFl3H6SdXTpSkFW8iJyz68=";
     dependencies = [ py.numpy ];
     pythonImportsCheck = [ "voyager" ];
-    meta = {
-      description = "Approximate nearest-neighbour search (HNSW) from Spotify";
-      homepage = "https://github.com/spotify/voyager";
-      license = lib.licenses.asl20;
-      platforms = [ "x86_64-linux" ];
-    };
+    description = "Approximate nearest-neighbour search (HNSW) from Spotify";
+    homepage = "https://github.com/spotify/voyager";
   };
 in
 py.buildPythonApplication {
