@@ -316,7 +316,8 @@ in
 
         # Hardening. /dev/shm (the Triton Python backend's shared memory with its model runners)
         # is untouched by PrivateTmp (only /tmp and /var/tmp) and by ProtectSystem (which leaves
-        # /dev writable); RemoveIPC deletes what a crash left there when the unit stops.
+        # /dev writable), and a private /dev bind-mounts the host's; RemoveIPC deletes what a crash
+        # left there when the unit stops.
         NoNewPrivileges = true;
         PrivateTmp = true;
         ProtectSystem = "strict";

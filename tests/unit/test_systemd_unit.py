@@ -83,6 +83,8 @@ def test_unit_runs_fetch_before_serve_and_is_hardened() -> None:
     assert f"ExecStartPre={VENV_EXE} models fetch" in lines
     assert f"ExecStart={VENV_EXE} serve" in lines
     assert "Restart=on-failure" in lines
+    assert "User=stash-vision" in lines
+    assert "StateDirectory=stash-vision" in lines
     assert "After=network-online.target stash.service" in lines
     for line in HARDENING:
         assert line in lines, line
