@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +307,104 @@ def test_nix_files_parse(nix_env: dict[str, str], path: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# nixpkgs' python3Packages attributes the package takes (nixpkgs is not here to ask): the
+# stand-in Python set has exactly these, so a name package.nix uses beyond them fails the test.
+NIXPKGS_PYTHON_PACKAGES = [
+    "setuptools",
+    "grpcio",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+    "protobuf",
+    "tritonclient",
+    "numpy",
+    "numpy_1",
+    "opencv4",
+    "pydantic",
+    "pydantic-settings",
+    "pyyaml",
+    "fastapi",
+    "uvicorn",
+    "websockets",
+    "prometheus-client",
+    "pillow",
+    "av",
+    "httpx",
+    "jinja2",
+    "onnxruntime",
+    "torch",
+    "onnx",
+]
+# Distributions whose nixpkgs attribute is not their PyPI name.
+NIX_NAMES = {
+    "opencv-python-headless": "opencv4",
+    "numpy": "numpy_1",
+    "voyager": "wheel:voyager",
+    "nvidia-pytriton": "wheel:nvidia_pytriton",
+}
+
+
+def evaluated_package(nix_env: dict[str, str], with_skier233: bool) -> dict[str, Any]:
+    names = "[ " + " ".join(f'"{name}"' for name in NIXPKGS_PYTHON_PACKAGES) + " ]"
+    expression = (
+        f"import {ROOT}/tests/nix/evaluate-package.nix {{ libPath = {NIXPKGS_LIB}; "
+        f"withSkier233 = {'true' if with_skier233 else 'false'}; pythonPackageNames = {names}; }}"
+    )
+    result = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expression],
+        capture_output=True,
+        text=True,
+        env=nix_env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0].lower()
+
+
+def test_package_takes_every_runtime_and_embedded_requirement(nix_env: dict[str, str]) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    package = evaluated_package(nix_env, with_skier233=False)
+    assert package["pname"] == project["name"]
+    assert package["version"] == project["version"]
+    assert package["pyproject"] is True
+    assert package["build-system"] == ["setuptools"]
+    assert package["mainProgram"] in project["scripts"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["embedded"]]
+    wanted = {NIX_NAMES.get(name, name) for name in map(_requirement_name, requirements)}
+    assert wanted - set(package["dependencies"]) == set(), "add them to nix/package.nix"
+    # numpy 1 throughout (the PyTriton stub), and no torch unless asked.
+    assert "numpy" not in package["dependencies"]
+    assert "torch" not in package["dependencies"]
+    assert "opencv-python-headless" in package["pythonRemoveDeps"]
+
+
+def test_package_wheels_are_the_pinned_versions(nix_env: dict[str, str]) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wheels = {wheel["pname"]: wheel for wheel in evaluated_package(nix_env, with_skier233=False)["wheels"]}
+    pytriton = wheels["nvidia_pytriton"]
+    assert (
+        f"nvidia-pytriton=={pytriton['version']}; sys_platform == 'linux'"
+        in project["optional-dependencies"]["embedded"]
+    )
+    assert (pytriton["python"], pytriton["abi"], pytriton["platform"]) == (
+        "py3",
+        "none",
+        "manylinux_2_35_x86_64",
+    )
+    assert wheels["voyager"]["dependencies"] == ["numpy_1"]
+    for wheel in wheels.values():
+        assert wheel["format"] == "wheel"
+        assert wheel["dist"] == wheel["python"]
+        assert re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", wheel["hash"]), wheel
+
+
+def test_package_with_skier233_adds_torch(nix_env: dict[str, str]) -> None:
+    dependencies = evaluated_package(nix_env, with_skier233=True)["dependencies"]
+    assert {"torch", "onnx"} <= set(dependencies)
