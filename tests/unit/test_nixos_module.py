@@ -60,17 +60,16 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def nix_instantiate(nix_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nix-instantiate", *args], capture_output=True, text=True, env=nix_env, timeout=120, check=False
+    )
+
+
 def evaluate(nix_env: dict[str, str], configuration: str) -> subprocess.CompletedProcess[str]:
     expression = f"import {ROOT}/tests/nix/evaluate.nix {{ libPath = {NIXPKGS_LIB}; configuration = {configuration}; }}"
-    return subprocess.run(
-        # --read-write-mode: the import script is written into the test's store, for the tests to run it.
-        ["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", "--expr", expression],
-        capture_output=True,
-        text=True,
-        env=nix_env,
-        timeout=120,
-        check=False,
-    )
+    # --read-write-mode: the import script is written into the test's store, for the tests to run it.
+    return nix_instantiate(nix_env, "--eval", "--strict", "--json", "--read-write-mode", "--expr", expression)
 
 
 def evaluated(nix_env: dict[str, str], package: Path, options: str, extra: str = "") -> dict[str, Any]:
@@ -298,14 +297,7 @@ def test_a_skier233_model_imported_under_another_name_fails_the_start(
 
 @pytest.mark.parametrize("path", ["nix/module.nix", "nix/package.nix", "flake.nix"])
 def test_nix_files_parse(nix_env: dict[str, str], path: str) -> None:
-    result = subprocess.run(
-        ["nix-instantiate", "--parse", str(ROOT / path)],
-        capture_output=True,
-        text=True,
-        env=nix_env,
-        timeout=60,
-        check=False,
-    )
+    result = nix_instantiate(nix_env, "--parse", str(ROOT / path))
     assert result.returncode == 0, result.stderr
 
 
@@ -351,14 +343,7 @@ def evaluated_package(nix_env: dict[str, str], with_skier233: bool) -> dict[str,
         f"import {ROOT}/tests/nix/evaluate-package.nix {{ libPath = {NIXPKGS_LIB}; "
         f"withSkier233 = {'true' if with_skier233 else 'false'}; pythonPackageNames = {names}; }}"
     )
-    result = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expression],
-        capture_output=True,
-        text=True,
-        env=nix_env,
-        timeout=120,
-        check=False,
-    )
+    result = nix_instantiate(nix_env, "--eval", "--strict", "--json", "--expr", expression)
     assert result.returncode == 0, result.stderr
     answer: dict[str, Any] = json.loads(result.stdout)
     return answer
