@@ -85,6 +85,9 @@ def _cuda_error(lib: ctypes.CDLL, code: int) -> str:
     return f"CUDA error {code}"
 
 
+_CUDA_ERROR_NO_DEVICE = 100
+
+
 def probe_gpu(library: str = "libcuda.so.1") -> tuple[GpuInfo | None, str]:
     """GPU 0 through the driver API, or None and why not. CUDA_VISIBLE_DEVICES applies."""
     try:
@@ -92,12 +95,13 @@ def probe_gpu(library: str = "libcuda.so.1") -> tuple[GpuInfo | None, str]:
     except OSError:
         return None, f"no NVIDIA driver ({library} not found)"
     code = lib.cuInit(0)
+    count = ctypes.c_int()
+    if code == 0:
+        code = lib.cuDeviceGetCount(ctypes.byref(count))
+    if code == _CUDA_ERROR_NO_DEVICE or (code == 0 and count.value < 1):
+        return None, "no CUDA device visible (check CUDA_VISIBLE_DEVICES and the container's --gpus)"
     if code != 0:
         return None, f"the NVIDIA driver did not initialise: {_cuda_error(lib, code)}"
-    count = ctypes.c_int()
-    code = lib.cuDeviceGetCount(ctypes.byref(count))
-    if code != 0 or count.value < 1:
-        return None, "no CUDA device visible (check CUDA_VISIBLE_DEVICES and the container's --gpus)"
     device = ctypes.c_int()
     lib.cuDeviceGet(ctypes.byref(device), 0)
     name = ctypes.create_string_buffer(256)
