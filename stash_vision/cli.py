@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from stash_vision import cli_index, cli_jobs
+from stash_vision import cli_index, cli_jobs, cli_precision
 from stash_vision.catalog.entries import Catalog, CatalogEntry, CatalogError
 from stash_vision.catalog.fetcher import FetchError, fetch, is_fetched
 from stash_vision.catalog.serving import served_entries, served_names
@@ -57,6 +57,7 @@ def _models_fetch(settings: Settings, args: argparse.Namespace) -> int:
             continue
         where = f" from {result.source}" if result.source else ""
         print(f"{entry.name}: {result.status}{where} -> {result.path}")
+    cli_precision.after_fetch_or_import(settings, entries)
     return 1 if failed else 0
 
 
@@ -64,13 +65,16 @@ def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
     catalog = Catalog.load(extra=[settings.user_repository])
     served = set(served_names(settings, catalog))
     loaded = _triton_ready_models(settings, catalog.names())
-    rows = [("model", "version", "task", "served", "fetched", "in Triton", "licence")]
+    rows = [("model", "version", "task", "served", "fetched", "in Triton", "licence", "precision")]
     for name in catalog.names():
         entry = catalog.get(name)
         state = "-" if loaded is None else ("ready" if name in loaded else "no")
         fetched = "yes" if is_fetched(entry, settings.models_dir) else "no"
         served_here = "yes" if name in served else "no"
-        rows.append((name, str(entry.version), entry.task, served_here, fetched, state, entry.licence))
+        precision = cli_precision.precision_cell(settings, entry)
+        rows.append(
+            (name, str(entry.version), entry.task, served_here, fetched, state, entry.licence, precision)
+        )
     # Columns as wide as their longest cell: imported models have long names.
     widths = [max(len(row[column]) for row in rows) + 2 for column in range(len(rows[0]) - 1)]
     for row in rows:
@@ -102,7 +106,14 @@ def _models_assemble(settings: Settings, args: argparse.Namespace) -> int:
     entries = catalog.select(args.names) if args.names else served_entries(settings, catalog)
     mode = RepositoryMode.NATIVE if args.native else RepositoryMode.EMBEDDED
     try:
-        out = assemble(entries, settings.models_dir, Path(args.out), mode, settings.effective_ort_threads)
+        out = assemble(
+            entries,
+            settings.models_dir,
+            Path(args.out),
+            mode,
+            settings.effective_ort_threads,
+            precision=settings.precision,
+        )
     except WeightsMissing as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -173,6 +184,7 @@ def _report_import(settings: Settings, entry: CatalogEntry) -> int:
     print(f"  category CSVs: {entry.folder / tagger.categories_dir} (edit them to rename tags)")
     if settings.models and entry.name not in settings.models:
         print(f"add {entry.name} to STASH_VISION_MODELS to serve it (the list is set and lacks it)")
+    cli_precision.after_fetch_or_import(settings, [entry])
     print("restart `stash-vision serve` to load it")
     return 0
 
@@ -224,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch_parser.add_argument("--mirror-only", action="store_true", help="never fall back to upstream URLs")
     models.add_parser("list", help="show configured, fetched and loaded models")
+    cli_precision.add_parser(models)
     assemble_parser = models.add_parser("assemble", help="write a runnable Triton model repository")
     assemble_parser.add_argument("names", nargs="*")
     assemble_parser.add_argument("--out", required=True, help="output folder (replaced whole)")
@@ -328,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "assemble": _models_assemble,
         "import-skier233": _models_import_skier233,
         "import-onnx": _models_import_onnx,
+        "precision": cli_precision.run,
         "build": _index_build,
         "jobs": cli_jobs.run,
     }

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         default=False,
         description="Embedded, on the GPU: ONNX Runtime's TensorRT provider, engines cached in $DATA/tensorrt.",
     )
+    precision: Literal["auto", "fp32", "reduced"] = Field(
+        default="auto",
+        description="auto: the fastest reduced-precision variant that passed the accuracy guard and runs fast here, else fp32; fp32: as derived; reduced: any variant that passed (docs/precision.md).",
+    )
+    precision_calibration_dir: Path | None = Field(
+        default=None,
+        description="Real images the accuracy guard judges variants on; unset: $STASH_VISION_SHARED_DIR/testdata when present, else no variants.",
+    )
 
     max_message_bytes: int = Field(default=64 * 1024 * 1024, description="gRPC message limit, both ways.")
     max_image_pixels: int = Field(

@@ -23,6 +23,7 @@ from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.embedded import model_placement
 from stash_vision.embedded.device import DevicePlan
 from stash_vision.embedded.device_report import REPORT_FILE
+from stash_vision.precision.selection import served_weights
 from stash_vision.server.priority import TRITON_PRIORITY_LEVELS
 
 RUNNER_SOURCE = Path(__file__).with_name("ort_runner.py")
@@ -78,6 +79,7 @@ def assemble(
     ort_threads: int = 1,
     warmup_batch: int = 1,
     device: DevicePlan = model_placement.CPU_PLAN,
+    precision: str = "fp32",
 ) -> Path:
     """Writes the repository to `out`, replacing it whole (built beside it, then renamed).
     `device` places the embedded models (the CPU unless the supervisor planned the GPU)."""
@@ -92,7 +94,9 @@ def assemble(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for entry in entries:
-            _write_model(entry, models_dir, staging / entry.name, mode, ort_threads, warmup_batch)
+            # STASH_VISION_PRECISION: fp32 or a variant the accuracy guard passed (stash_vision/precision).
+            weights = served_weights(entry, models_dir, precision, gpu=device.device != "cpu")
+            _write_model(entry, weights, staging / entry.name, mode, ort_threads, warmup_batch)
             if mode is RepositoryMode.EMBEDDED:
                 _place(entry, models_dir, staging / entry.name, out, device, warmup_batch)
         backup = out.with_name(f".{out.name}.old")
@@ -108,9 +112,8 @@ def assemble(
 
 
 def _write_model(
-    entry: CatalogEntry, models_dir: Path, folder: Path, mode: RepositoryMode, threads: int, warmup_batch: int
+    entry: CatalogEntry, weights: Path, folder: Path, mode: RepositoryMode, threads: int, warmup_batch: int
 ) -> None:
-    weights = entry.weights_path(models_dir).resolve()
     version_dir = folder / str(entry.version)
     version_dir.mkdir(parents=True)
     if mode is RepositoryMode.EMBEDDED:

@@ -248,6 +248,7 @@ class Supervisor:
             s.effective_ort_threads,
             s.effective_warmup_batch,
             device=self.device,
+            precision=s.precision,
         )
         # A private shared-memory prefix: two stacks (or PyTriton) on one machine must not collide.
         shm_prefix = f"stash_vision_{os.getpid()}_"

@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -27,7 +27,12 @@ from stash_vision.precision.agreement import (
 )
 from stash_vision.server.arrays import BgrImage
 from stash_vision.server.faces.alignment import ARCFACE_TEMPLATE_SIZE, align_face
-from stash_vision.server.faces.detection import decode_scrfd, decode_yunet, to_source_coordinates
+from stash_vision.server.faces.detection import (
+    DetectedFace,
+    decode_scrfd,
+    decode_yunet,
+    to_source_coordinates,
+)
 from stash_vision.server.faces.profile import EmbedderSpec, FaceProfile, builtin_profiles_dir, load_profile
 from stash_vision.server.preprocessing import fit, preprocess, to_tensor
 from stash_vision.server.tagging.taggers.registry import build_taggers
@@ -50,7 +55,8 @@ def calibration_images(folder: Path) -> list[BgrImage]:
     if not folder.is_dir():
         raise CalibrationError(f"calibration folder {folder} does not exist")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    images = [image for p in paths[:MAX_CALIBRATION_IMAGES] if (image := cv2.imread(str(p))) is not None]
+    decoded = (cv2.imread(str(p)) for p in paths[:MAX_CALIBRATION_IMAGES])
+    images = [cast(BgrImage, image) for image in decoded if image is not None]
     if not images:
         raise CalibrationError(f"no readable images (jpg, png, webp, bmp) under {folder}")
     return images
@@ -120,7 +126,7 @@ def detector_kind(entry: CatalogEntry) -> str:
 
 def _decode(
     kind: str, outputs: Outputs, size: tuple[int, int], threshold: float, nms_iou: float
-) -> list[Any]:
+) -> list[DetectedFace]:
     if kind == "scrfd":
         return decode_scrfd(outputs, size, threshold, nms_iou)
     return decode_yunet(outputs, size, threshold, nms_iou)
@@ -195,7 +201,8 @@ class EmbedderRole(Role):
             )
         crops = find_faces(profile, weights, images)
         if self.spec.flip_average:
-            crops = [view for crop in crops for view in (crop, np.ascontiguousarray(cv2.flip(crop, 1)))]
+            mirrored = [cast(BgrImage, np.ascontiguousarray(cv2.flip(crop, 1))) for crop in crops]
+            crops = [view for pair in zip(crops, mirrored, strict=True) for view in pair]
         tensor = self.spec.input.tensor
         super().__init__(
             [{tensor: to_tensor(fit(crop, self.spec.input)[0], self.spec.input)[None]} for crop in crops]
@@ -205,7 +212,7 @@ class EmbedderRole(Role):
         rows = np.concatenate([np.asarray(o[self.spec.output], np.float64).reshape(1, -1) for o in outputs])
         if self.spec.flip_average:
             rows = (rows[0::2] + rows[1::2]) / 2.0
-        return rows
+        return np.asarray(rows, np.float64)
 
     def verdict(self, fp32: Sequence[Outputs], variant: Sequence[Outputs]) -> Verdict:
         return embedding_agreement(self._embeddings(fp32), self._embeddings(variant))

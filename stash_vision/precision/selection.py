@@ -92,3 +92,10 @@ def choose(
         )
         return Choice(FP32, fp32, f"{best.name} variant failed its checksum: refused, rebuild it")
     return Choice(best.name, path, best.summary())
+
+
+def served_weights(entry: CatalogEntry, models_dir: Path, precision: str, gpu: bool = False) -> Path:
+    """The file the derived Triton repository serves for `entry`, with one log line saying why."""
+    choice = choose(entry, models_dir, Precision(precision), Target.GPU if gpu else Target.CPU)
+    log.info("%s: serving %s (%s)", entry.name, choice.variant, choice.reason)
+    return choice.path

@@ -77,11 +77,11 @@ class Int8Static:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        class Reader(CalibrationDataReader):
+        class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no stubs
             def __init__(self) -> None:
                 self._feeds: Iterator[Feed] = iter(calibration)
 
-            def get_next(self) -> Feed | None:  # type: ignore[override]
+            def get_next(self) -> Feed | None:
                 return next(self._feeds, None)
 
         with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
