@@ -6,7 +6,6 @@ list` shows what it found."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,11 @@ def add_parser(models: Any) -> None:
 
 
 def calibration_dir(settings: Settings, given: str | None = None) -> Path | None:
-    """--calibration, else STASH_VISION_PRECISION_CALIBRATION_DIR, else the shared test images."""
+    """--calibration, else STASH_VISION_PRECISION_CALIBRATION_DIR. No default folder: the images
+    should be like the ones the user tags (the project's own figures use ../shared/testdata)."""
     if given:
         return Path(given).expanduser()
-    if settings.precision_calibration_dir:
-        return settings.precision_calibration_dir
-    shared = os.environ.get("STASH_VISION_SHARED_DIR")
-    candidate = Path(shared) / "testdata" if shared else None
-    return candidate if candidate and candidate.is_dir() else None
+    return settings.precision_calibration_dir
 
 
 def derive(settings: Settings, entries: list[CatalogEntry], folder: Path | None, force: bool = False) -> int:

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     )
     precision_calibration_dir: Path | None = Field(
         default=None,
-        description="Real images the accuracy guard judges variants on; unset: $STASH_VISION_SHARED_DIR/testdata when present, else no variants.",
+        description="Real images like those you tag, on which the accuracy guard judges reduced-precision variants (fetch and import derive them when set).",
     )
 
     max_message_bytes: int = Field(default=64 * 1024 * 1024, description="gRPC message limit, both ways.")
