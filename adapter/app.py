@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from stash_vision import __version__
+from stash_vision.adapter.key_in_path import KeyInPath
 from stash_vision.adapter.metrics import IN_FLIGHT, LATENCY, REQUESTS
 from stash_vision.adapter.routes import faces, health, indexes, jobs, stash_ai, stash_sense, tagging, video
 from stash_vision.adapter.server_client import ServerClient
@@ -77,6 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-API-Key"],
     )
+    # Outermost of all: `/stash-sense/key/<key>/…` becomes a plain path plus the key header.
+    app.add_middleware(KeyInPath)
     return app
 
 
