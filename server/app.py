@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from stash_vision.catalog.entries import CatalogEntry, CatalogError
 from stash_vision.catalog.serving import active_profile, served_entries
+from stash_vision.precision.selection import ServedPrecision
 from stash_vision.server.api.face_servicer import FaceServicer
 from stash_vision.server.api.index_servicer import IndexServicer
 from stash_vision.server.api.job_servicer import add_to_server as add_job_servicer
@@ -141,7 +142,7 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
         MediaPaths(settings.library_roots, settings.path_mappings),
         ImageLimits(settings.max_image_pixels, settings.max_image_file_bytes),
     )
-    registry = ModelRegistry(entries, session)
+    registry = ModelRegistry(entries, session, ServedPrecision(settings.models_dir, settings.precision))
     results = open_result_cache(settings)
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if settings.api_key:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stash_vision.catalog.entries import CatalogEntry
+from stash_vision.precision.selection import Choice, ServedPrecision
 from stash_vision.server.metrics import MODEL_DEVICE
 from stash_vision.server.triton_session import InferenceSession, ModelStatus
 
@@ -15,17 +16,24 @@ from stash_vision.server.triton_session import InferenceSession, ModelStatus
 class ModelInfo:
     entry: CatalogEntry
     status: ModelStatus
+    precision: Choice | None = None  # None when not known (no precision lookup configured)
 
 
 class ModelRegistry:
-    def __init__(self, entries: list[CatalogEntry], session: InferenceSession) -> None:
+    def __init__(
+        self, entries: list[CatalogEntry], session: InferenceSession, precision: ServedPrecision | None = None
+    ) -> None:
         self.entries = sorted(entries, key=lambda e: e.name)
         self.session = session
+        self.precision = precision
         self._devices: dict[str, str] = {}  # model -> device label last exported
 
     async def list(self) -> list[ModelInfo]:
         statuses = await asyncio.gather(*(self.session.model_status(e.name) for e in self.entries))
-        infos = [ModelInfo(entry, status) for entry, status in zip(self.entries, statuses, strict=True)]
+        infos = [
+            ModelInfo(entry, status, self.precision.of(entry, status.device) if self.precision else None)
+            for entry, status in zip(self.entries, statuses, strict=True)
+        ]
         self._export_devices(infos)
         return infos
 

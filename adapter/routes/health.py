@@ -88,6 +88,8 @@ async def health(request: Request) -> JSONResponse:
                 "task": m.task,
                 "ready": m.state == models_pb2.MODEL_STATE_READY,
                 "device": m.device,
+                "precision": m.precision,
+                "precision_reason": m.precision_reason,
                 "ai_models_count": 1,
                 "ai_models": [m.name],
             }

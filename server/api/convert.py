@@ -96,6 +96,8 @@ def model(info: ModelInfo) -> models_pb2.Model:
         ),
         licence=entry.licence,
         device=info.status.device,
+        precision=info.precision.variant if info.precision else "",
+        precision_reason=info.precision.reason if info.precision else "",
     )
 
 

@@ -99,3 +99,21 @@ def served_weights(entry: CatalogEntry, models_dir: Path, precision: str, gpu: b
     choice = choose(entry, models_dir, Precision(precision), Target.GPU if gpu else Target.CPU)
     log.info("%s: serving %s (%s)", entry.name, choice.variant, choice.reason)
     return choice.path
+
+
+class ServedPrecision:
+    """What the server reports per model (ListModels, /health): the same choice the derived
+    repository made from the same settings and manifest, computed once per model and device (the
+    readiness watcher asks every second; the checksum need not be read each time)."""
+
+    def __init__(self, models_dir: Path, precision: str) -> None:
+        self.models_dir = models_dir
+        self.precision = Precision(precision)
+        self._known: dict[tuple[str, str], Choice] = {}
+
+    def of(self, entry: CatalogEntry, device: str) -> Choice:
+        key = (entry.name, device)
+        if key not in self._known:
+            target = Target.GPU if device == "gpu" else Target.CPU
+            self._known[key] = choose(entry, self.models_dir, self.precision, target)
+        return self._known[key]

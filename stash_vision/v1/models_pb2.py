@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstash_vision/v1/models.proto\x12\x0fstash_vision.v1\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.stash_vision.v1.Model\"\xd1\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.stash_vision.v1.ModelState\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12+\n\x08\x62\x61tching\x18\x06 \x01(\x0b\x32\x19.stash_vision.v1.Batching\x12+\n\x06inputs\x18\x07 \x03(\x0b\x32\x1b.stash_vision.v1.TensorSpec\x12,\n\x07outputs\x18\x08 \x03(\x0b\x32\x1b.stash_vision.v1.TensorSpec\x12\x36\n\x0einput_contract\x18\t \x01(\x0b\x32\x1e.stash_vision.v1.InputContract\x12\x0f\n\x07licence\x18\n \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t\"z\n\x08\x42\x61tching\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x18\n\x10\x64ynamic_batching\x18\x02 \x01(\x08\x12$\n\x1cmax_queue_delay_microseconds\x18\x03 \x01(\x03\x12\x16\n\x0einstance_count\x18\x04 \x01(\x05\":\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\"\x8d\x01\n\rInputContract\x12\x0e\n\x06layout\x18\x01 \x01(\t\x12\x13\n\x0b\x63olor_order\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06resize\x18\x05 \x01(\t\x12\x0c\n\x04mean\x18\x06 \x03(\x02\x12\x0b\n\x03std\x18\x07 \x03(\x02\x12\r\n\x05scale\x18\x08 \x01(\x02*]\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_STATE_READY\x10\x01\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x02\x32\x65\n\x0cModelService\x12U\n\nListModels\x12\".stash_vision.v1.ListModelsRequest\x1a#.stash_vision.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstash_vision/v1/models.proto\x12\x0fstash_vision.v1\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.stash_vision.v1.Model\"\xfe\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.stash_vision.v1.ModelState\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12+\n\x08\x62\x61tching\x18\x06 \x01(\x0b\x32\x19.stash_vision.v1.Batching\x12+\n\x06inputs\x18\x07 \x03(\x0b\x32\x1b.stash_vision.v1.TensorSpec\x12,\n\x07outputs\x18\x08 \x03(\x0b\x32\x1b.stash_vision.v1.TensorSpec\x12\x36\n\x0einput_contract\x18\t \x01(\x0b\x32\x1e.stash_vision.v1.InputContract\x12\x0f\n\x07licence\x18\n \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t\x12\x11\n\tprecision\x18\x0c \x01(\t\x12\x18\n\x10precision_reason\x18\r \x01(\t\"z\n\x08\x42\x61tching\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x18\n\x10\x64ynamic_batching\x18\x02 \x01(\x08\x12$\n\x1cmax_queue_delay_microseconds\x18\x03 \x01(\x03\x12\x16\n\x0einstance_count\x18\x04 \x01(\x05\":\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\"\x8d\x01\n\rInputContract\x12\x0e\n\x06layout\x18\x01 \x01(\t\x12\x13\n\x0b\x63olor_order\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06resize\x18\x05 \x01(\t\x12\x0c\n\x04mean\x18\x06 \x03(\x02\x12\x0b\n\x03std\x18\x07 \x03(\x02\x12\r\n\x05scale\x18\x08 \x01(\x02*]\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_STATE_READY\x10\x01\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x02\x32\x65\n\x0cModelService\x12U\n\nListModels\x12\".stash_vision.v1.ListModelsRequest\x1a#.stash_vision.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stash_vision.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=800
-  _globals['_MODELSTATE']._serialized_end=893
+  _globals['_MODELSTATE']._serialized_start=845
+  _globals['_MODELSTATE']._serialized_end=938
   _globals['_LISTMODELSREQUEST']._serialized_start=49
   _globals['_LISTMODELSREQUEST']._serialized_end=68
   _globals['_LISTMODELSRESPONSE']._serialized_start=70
   _globals['_LISTMODELSRESPONSE']._serialized_end=130
   _globals['_MODEL']._serialized_start=133
-  _globals['_MODEL']._serialized_end=470
-  _globals['_BATCHING']._serialized_start=472
-  _globals['_BATCHING']._serialized_end=594
-  _globals['_TENSORSPEC']._serialized_start=596
-  _globals['_TENSORSPEC']._serialized_end=654
-  _globals['_INPUTCONTRACT']._serialized_start=657
-  _globals['_INPUTCONTRACT']._serialized_end=798
-  _globals['_MODELSERVICE']._serialized_start=895
-  _globals['_MODELSERVICE']._serialized_end=996
+  _globals['_MODEL']._serialized_end=515
+  _globals['_BATCHING']._serialized_start=517
+  _globals['_BATCHING']._serialized_end=639
+  _globals['_TENSORSPEC']._serialized_start=641
+  _globals['_TENSORSPEC']._serialized_end=699
+  _globals['_INPUTCONTRACT']._serialized_start=702
+  _globals['_INPUTCONTRACT']._serialized_end=843
+  _globals['_MODELSERVICE']._serialized_start=940
+  _globals['_MODELSERVICE']._serialized_end=1041
 # @@protoc_insertion_point(module_scope)

@@ -155,3 +155,27 @@ def test_embedding_rule_needs_close_vectors_and_the_same_nearest_face() -> None:
     assert embedding_agreement(faces, faces + rng.normal(scale=0.001, size=faces.shape)).passed
     noisy = embedding_agreement(faces, faces + rng.normal(scale=0.2, size=faces.shape))
     assert not noisy.passed and "cosine(fp32, variant)" in noisy.reason
+
+
+def test_list_models_reports_the_precision_served_and_why(
+    model: tuple[CatalogEntry, Path], tmp_path: Path
+) -> None:
+    from stash_vision.v1 import models_pb2
+    from tests.unit.test_grpc_server import FakeSession, make_settings, run, serving
+
+    _, models_dir = model
+    # `reduced`: the answer must not depend on the CPU running the test.
+    settings = make_settings(tmp_path, data_dir=models_dir.parent, precision="reduced")
+
+    async def scenario() -> None:
+        async with serving(settings, FakeSession(ready=True)) as client:
+            response = await client.models.ListModels(models_pb2.ListModelsRequest())
+        listed = {m.name: m for m in response.models}
+        assert listed["open_nsfw"].precision == "int8"
+        assert listed["open_nsfw"].precision_reason.startswith(
+            "int8 passed (decision_agreement 1, max_delta 0.01"
+        )
+        assert listed["yunet"].precision == "fp32"
+        assert "stash-vision models precision yunet" in listed["yunet"].precision_reason
+
+    run(scenario)
