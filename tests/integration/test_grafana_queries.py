@@ -78,9 +78,8 @@ def problem(base: str, expression: str) -> str | None:
     return None
 
 
-def run_workload(stack: Stack, library: Path) -> None:
+def run_workload(stack: Stack, library: Path, image: Path) -> None:
     stub = inference_pb2_grpc.InferenceServiceStub(channel(stack.grpc_target))
-    image = shared_file("testdata/images/baboon.jpg")
     for _ in range(3):
         infer(stub, "open_nsfw", data=image.read_bytes())
     with pytest.raises(grpc.RpcError) as refused:
@@ -117,10 +116,15 @@ def run_workload(stack: Stack, library: Path) -> None:
 def test_every_dashboard_query_returns_data_after_a_workload(stack: Stack, tmp_path: Path) -> None:
     queries = dashboard_queries()
     assert len(queries) >= 20, f"the dashboard has only {len(queries)} queries"
+    # A labelled series appears with its first observation; rate() needs a sample from before the
+    # workload, so each image stage and RPC is seen once before Prometheus starts scraping.
+    image = shared_file("testdata/images/baboon.jpg")
+    stub = inference_pb2_grpc.InferenceServiceStub(channel(stack.grpc_target))
+    infer(stub, "open_nsfw", data=image.read_bytes())
     with running_prometheus(stack, tmp_path) as prometheus:
         started = time.monotonic()
         wait_for_every_target(prometheus.base)
-        run_workload(stack, tmp_path / "library")
+        run_workload(stack, tmp_path / "library", image)
         problems: dict[str, str] = {}
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while True:
