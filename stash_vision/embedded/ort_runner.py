@@ -20,6 +20,12 @@ import numpy.typing as npt
 
 from stash_vision.embedded.device_report import REPORT_PARAMETER, write_report
 from stash_vision.embedded.ort_session import ProviderRequest, open_session
+from stash_vision.precision.openvino_runtime import (
+    PRECISION_PARAMETER,
+    RUNTIME,
+    RUNTIME_PARAMETER,
+    OpenVinoRunner,
+)
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -79,15 +85,25 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.batching = int(config.get("max_batch_size", 0)) > 0
-        self.runner = OnnxRuntimeRunner(
-            onnx_path=parameters["onnx_path"],
-            input_names=[t["name"] for t in config["input"]],
-            output_names=[t["name"] for t in config["output"]],
-            threads=int(parameters.get("intra_op_threads", "1")),
-            providers=ProviderRequest.from_parameters(
-                parameters, device_id=int(args.get("model_instance_device_id", 0) or 0)
-            ),
-        )
+        self.runner: OnnxRuntimeRunner | OpenVinoRunner
+        if parameters.get(RUNTIME_PARAMETER) == RUNTIME:  # a variant that passed the accuracy guard
+            self.runner = OpenVinoRunner(
+                parameters["onnx_path"],
+                [t["name"] for t in config["input"]],
+                [t["name"] for t in config["output"]],
+                int(parameters.get("intra_op_threads", "1")),
+                parameters[PRECISION_PARAMETER],
+            )
+        else:
+            self.runner = OnnxRuntimeRunner(
+                onnx_path=parameters["onnx_path"],
+                input_names=[t["name"] for t in config["input"]],
+                output_names=[t["name"] for t in config["output"]],
+                threads=int(parameters.get("intra_op_threads", "1")),
+                providers=ProviderRequest.from_parameters(
+                    parameters, device_id=int(args.get("model_instance_device_id", 0) or 0)
+                ),
+            )
         if self.runner.device.reason:  # lands in tritonserver.log; the supervisor logs it too
             print(
                 f"{config['name']}: on {self.runner.device.device}: {self.runner.device.reason}",

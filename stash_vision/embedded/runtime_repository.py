@@ -23,7 +23,7 @@ from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.embedded import model_placement
 from stash_vision.embedded.device import DevicePlan
 from stash_vision.embedded.device_report import REPORT_FILE
-from stash_vision.precision.selection import served_weights
+from stash_vision.precision.selection import add_runtime_parameters, served_choice
 from stash_vision.server.priority import TRITON_PRIORITY_LEVELS
 
 RUNNER_SOURCE = Path(__file__).with_name("ort_runner.py")
@@ -95,10 +95,12 @@ def assemble(
     try:
         for entry in entries:
             # STASH_VISION_PRECISION: fp32 or a variant the accuracy guard passed (stash_vision/precision).
-            weights = served_weights(entry, models_dir, precision, gpu=device.device != "cpu")
-            _write_model(entry, weights, staging / entry.name, mode, ort_threads, warmup_batch)
-            if mode is RepositoryMode.EMBEDDED:
+            embedded = mode is RepositoryMode.EMBEDDED
+            choice = served_choice(entry, models_dir, precision, device.device != "cpu", openvino=embedded)
+            _write_model(entry, choice.path, staging / entry.name, mode, ort_threads, warmup_batch)
+            if embedded:
                 _place(entry, models_dir, staging / entry.name, out, device, warmup_batch)
+                add_runtime_parameters(staging / entry.name / "config.pbtxt", choice)
         backup = out.with_name(f".{out.name}.old")
         if out.exists():
             shutil.rmtree(backup, ignore_errors=True)

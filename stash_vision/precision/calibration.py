@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stash_vision.catalog.entries import CatalogEntry
+from stash_vision.precision import openvino_runtime
 from stash_vision.precision.agreement import (
     Detection,
     Verdict,
@@ -62,9 +63,15 @@ def calibration_images(folder: Path) -> list[BgrImage]:
     return images
 
 
-def run_all(onnx_path: Path, feeds: Sequence[Feed], threads: int) -> tuple[list[Outputs], float]:
-    """Every feed through one ONNX Runtime session; the outputs and the seconds they took."""
+def run_all(
+    onnx_path: Path, feeds: Sequence[Feed], threads: int, openvino_precision: str = ""
+) -> tuple[list[Outputs], float]:
+    """Every feed through one ONNX Runtime session (or OpenVINO at `openvino_precision`); the
+    outputs and the seconds they took."""
     import onnxruntime as ort
+
+    if openvino_precision:
+        return openvino_runtime.run_each(onnx_path, feeds, threads, openvino_precision)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

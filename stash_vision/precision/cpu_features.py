@@ -10,6 +10,8 @@ CPUINFO = Path("/proc/cpuinfo")
 
 # Any one of these makes ONNX Runtime's int8 convolutions/GEMMs use dot-product kernels.
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# bf16 dot products (AVX-512 BF16 or AMX): without them bf16 is emulated and slower than fp32.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:

@@ -20,10 +20,14 @@ class Target(StrEnum):
 
 
 class VariantRecord(BaseModel):
-    name: str  # "int8", "fp16"
+    name: str  # "int8", "fp16", "openvino-bf16", "openvino-fp32"
+    # The variant's ONNX file in precision/, or "" for a runtime variant of the fp32 weights.
     file: str
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")  # empty: the build failed
     target: Target
+    # Which runtime runs it: ONNX Runtime, or OpenVINO at `inference_precision` (openvino_runtime.py).
+    runtime: str = "onnxruntime"
+    inference_precision: str = ""
     # CPU flags the variant needs to be fast, each `a|b` meaning one of them (cpu_features.py).
     needs: list[str] = Field(default_factory=list)
     passed: bool

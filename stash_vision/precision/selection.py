@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
 from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.catalog.fetcher import sha256_of
 from stash_vision.precision.cpu_features import cpu_flags, missing_for
 from stash_vision.precision.manifest import Target, VariantRecord, precision_dir, read_manifest
+from stash_vision.precision.openvino_runtime import PRECISION_PARAMETER, RUNTIME, RUNTIME_PARAMETER
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ class Choice:
     variant: str  # "fp32" or a variant's name
     path: Path
     reason: str  # why this one, in words for logs, `models list` and ListModels
+    # "onnxruntime", or "openvino" running `path` at `inference_precision`.
+    runtime: str = "onnxruntime"
+    inference_precision: str = ""
 
 
 def choose(
@@ -45,7 +52,10 @@ def choose(
     precision: Precision,
     target: Target = Target.CPU,
     flags: frozenset[str] | None = None,
+    openvino: bool = True,
 ) -> Choice:
+    """`openvino=False` where only ONNX Runtime can serve (the native repository's onnxruntime
+    backend): OpenVINO's variants are passed over."""
     fp32 = entry.weights_path(models_dir).resolve()
     if precision is Precision.FP32:
         return Choice(FP32, fp32, "STASH_VISION_PRECISION=fp32")
@@ -60,7 +70,7 @@ def choose(
     usable: list[VariantRecord] = []
     reasons: list[str] = []
     for variant in manifest.variants:
-        if variant.target is not target:
+        if variant.target is not target or (variant.runtime == RUNTIME and not openvino):
             continue
         if not variant.passed:
             reasons.append(f"{variant.name} refused by the accuracy guard: {variant.reason}")
@@ -69,7 +79,9 @@ def choose(
         if lacking and precision is Precision.AUTO:
             reasons.append(f"{variant.name} needs a CPU with {lacking.replace('|', ' or ')}")
             continue
-        if precision is Precision.AUTO and variant.images_per_s <= manifest.fp32_images_per_s:
+        # Speeds are measured on this CPU; a GPU variant is taken as the GPU's faster arithmetic.
+        faster = target is Target.GPU or variant.images_per_s > manifest.fp32_images_per_s
+        if precision is Precision.AUTO and not faster:
             reasons.append(
                 f"{variant.name} measured no faster than fp32 "
                 f"({variant.images_per_s:.1f} vs {manifest.fp32_images_per_s:.1f} images/s)"
@@ -80,7 +92,7 @@ def choose(
         why = "; ".join(reasons) or f"no {target.value} variant derived"
         return Choice(FP32, fp32, why)
     best = max(usable, key=lambda v: v.images_per_s)
-    path = (precision_dir(entry, models_dir) / best.file).resolve()
+    path = (precision_dir(entry, models_dir) / best.file).resolve() if best.file else fp32
     if not path.is_file() or sha256_of(path) != best.sha256:
         log.warning(
             "%s: the %s variant %s is missing or changed since it was derived (sha256 mismatch); "
@@ -91,14 +103,28 @@ def choose(
             entry.name,
         )
         return Choice(FP32, fp32, f"{best.name} variant failed its checksum: refused, rebuild it")
-    return Choice(best.name, path, best.summary())
+    return Choice(best.name, path, best.summary(), best.runtime, best.inference_precision)
 
 
-def served_weights(entry: CatalogEntry, models_dir: Path, precision: str, gpu: bool = False) -> Path:
-    """The file the derived Triton repository serves for `entry`, with one log line saying why."""
-    choice = choose(entry, models_dir, Precision(precision), Target.GPU if gpu else Target.CPU)
+def served_choice(
+    entry: CatalogEntry, models_dir: Path, precision: str, gpu: bool = False, openvino: bool = True
+) -> Choice:
+    """What the derived Triton repository serves for `entry`, with one log line saying why."""
+    choice = choose(
+        entry, models_dir, Precision(precision), Target.GPU if gpu else Target.CPU, openvino=openvino
+    )
     log.info("%s: serving %s (%s)", entry.name, choice.variant, choice.reason)
-    return choice.path
+    return choice
+
+
+def add_runtime_parameters(config_path: Path, choice: Choice) -> None:
+    """The embedded runner's parameters for an OpenVINO variant (ort_runner.py reads them)."""
+    if choice.runtime != RUNTIME:
+        return
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    config.parameters[RUNTIME_PARAMETER].string_value = RUNTIME
+    config.parameters[PRECISION_PARAMETER].string_value = choice.inference_precision
+    config_path.write_text(text_format.MessageToString(config))
 
 
 class ServedPrecision:

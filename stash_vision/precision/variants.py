@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.catalog.fetcher import sha256_of
+from stash_vision.precision import openvino_runtime
 from stash_vision.precision.calibration import (
     CalibrationError,
     Feed,
@@ -28,7 +34,7 @@ from stash_vision.precision.calibration import (
     role_for,
     run_all,
 )
-from stash_vision.precision.cpu_features import INT8_DOT_PRODUCT_FLAGS
+from stash_vision.precision.cpu_features import BF16_FLAGS, INT8_DOT_PRODUCT_FLAGS
 from stash_vision.precision.manifest import (
     PrecisionManifest,
     Target,
@@ -45,6 +51,8 @@ class VariantBuilder(Protocol):
     name: str
     target: Target
     needs: list[str]
+    # Set for a runtime variant of the fp32 weights (OpenVINO at this precision): nothing is built.
+    openvino_precision: str
 
     def build(self, source: Path, out: Path, calibration: Sequence[Feed]) -> None: ...
 
@@ -72,6 +80,7 @@ class Int8Static:
     name: str = "int8"
     target: Target = Target.CPU
     needs: list[str] = field(default_factory=lambda: ["|".join(sorted(INT8_DOT_PRODUCT_FLAGS))])
+    openvino_precision: str = ""
 
     def build(self, source: Path, out: Path, calibration: Sequence[Feed]) -> None:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -111,6 +120,7 @@ class Fp16ForGpu:
     name: str = "fp16"
     target: Target = Target.GPU
     needs: list[str] = field(default_factory=list)
+    openvino_precision: str = ""
 
     def build(self, source: Path, out: Path, calibration: Sequence[Feed]) -> None:
         import onnx
@@ -120,8 +130,27 @@ class Fp16ForGpu:
         onnx.save(model, str(out))
 
 
+@dataclass
+class OpenVino:
+    """The fp32 weights run by OpenVINO at `openvino_precision` (openvino_runtime.py)."""
+
+    name: str
+    openvino_precision: str
+    needs: list[str] = field(default_factory=list)
+    target: Target = Target.CPU
+
+    def build(self, source: Path, out: Path, calibration: Sequence[Feed]) -> None:
+        raise AssertionError("a runtime variant has nothing to build")
+
+
 def default_builders() -> list[VariantBuilder]:
-    return [Int8Static(), Fp16ForGpu()]
+    return [
+        Int8Static(),
+        # bf16 is fast only with the CPU's bf16 dot products; elsewhere OpenVINO emulates it.
+        OpenVino("openvino-bf16", "bf16", needs=["|".join(sorted(BF16_FLAGS))]),
+        OpenVino("openvino-fp32", "f32"),
+        Fp16ForGpu(),
+    ]
 
 
 def derive_variants(
@@ -161,7 +190,9 @@ def derive_variants(
     folder.mkdir(parents=True, exist_ok=True)
     for builder in builders:
         manifest.variants.append(_judged(builder, source, folder, role, fp32_outputs, threads))
-        log.info("%s: %s", entry.name, manifest.variants[-1].summary())
+    _measure_speeds(entry, source, folder, manifest, role.feeds, threads)
+    for variant in manifest.variants:
+        log.info("%s: %s", entry.name, variant.summary())
     write_manifest(entry, models_dir, manifest)
     return manifest
 
@@ -172,8 +203,8 @@ def _files_intact(manifest: PrecisionManifest, folder: Path, names: list[str]) -
     if sorted(v.name for v in manifest.variants) != sorted(names):
         return False
     for variant in manifest.variants:
-        if not variant.sha256:
-            continue  # a build that failed stays failed until forced
+        if not variant.sha256 or not variant.file:
+            continue  # a build that failed stays failed until forced; a runtime variant has no file
         path = folder / variant.file
         if not path.is_file() or sha256_of(path) != variant.sha256:
             log.warning("%s: variant %s does not match its checksum; rebuilding", manifest.model, path)
@@ -189,6 +220,8 @@ def _judged(
     fp32_outputs: list[Outputs],
     threads: int,
 ) -> VariantRecord:
+    if builder.openvino_precision:
+        return _judged_openvino(builder, source, role, fp32_outputs, threads)
     file = f"{builder.name}.onnx"
     record = VariantRecord(
         name=builder.name, file=file, target=builder.target, needs=builder.needs, passed=False
@@ -215,3 +248,83 @@ def _judged(
     verdict = role.verdict(fp32_outputs, outputs)
     record.passed, record.reason, record.agreement = verdict.passed, verdict.reason, verdict.figures
     return record
+
+
+def _judged_openvino(
+    builder: VariantBuilder, source: Path, role: Role, fp32_outputs: list[Outputs], threads: int
+) -> VariantRecord:
+    record = VariantRecord(
+        name=builder.name,
+        file="",
+        sha256=sha256_of(source),
+        target=builder.target,
+        needs=builder.needs,
+        runtime=openvino_runtime.RUNTIME,
+        inference_precision=builder.openvino_precision,
+        passed=False,
+    )
+    if missing := openvino_runtime.available():
+        record.reason = missing
+        return record
+    try:
+        outputs, seconds = run_all(source, role.feeds, threads, builder.openvino_precision)
+    except Exception as error:  # OpenVINO refuses the graph or an operator
+        record.reason = f"OpenVINO cannot run it: {type(error).__name__}: {error}"
+        return record
+    record.images_per_s = len(role.feeds) / seconds
+    verdict = role.verdict(fp32_outputs, outputs)
+    record.passed, record.reason, record.agreement = verdict.passed, verdict.reason, verdict.figures
+    return record
+
+
+SPEED_ROUNDS = 3
+SPEED_BATCH = 8
+
+
+def _measure_speeds(
+    entry: CatalogEntry,
+    source: Path,
+    folder: Path,
+    manifest: PrecisionManifest,
+    feeds: list[Feed],
+    threads: int,
+) -> None:
+    """images/s of fp32 and every CPU variant that runs, on one batch as Triton would form it, in
+    alternating rounds (outside load on a shared machine then hits all of them alike), median
+    kept. `auto` compares these; the guard's one pass per file is too noisy for that."""
+    name = next(iter(feeds[0]))
+    size = min(SPEED_BATCH, len(feeds)) if entry.triton_config.max_batch_size >= SPEED_BATCH else 1
+    batch = {name: np.concatenate([f[name] for f in feeds[:size]])}
+    runners: dict[str, Callable[[], object]] = {"fp32": _ort_call(source, batch, threads)}
+    for variant in manifest.variants:
+        if variant.target is not Target.CPU or not variant.sha256 or variant.agreement == {}:
+            continue  # not built, or could not run
+        if variant.runtime == openvino_runtime.RUNTIME:
+            request = openvino_runtime.compile_model(
+                source, threads, variant.inference_precision
+            ).create_infer_request()
+            runners[variant.name] = partial(request.infer, batch)
+        else:
+            runners[variant.name] = _ort_call(folder / variant.file, batch, threads)
+    seconds: dict[str, list[float]] = {key: [] for key in runners}
+    for call in runners.values():
+        call()  # first-run allocations out of the timing
+    for _ in range(SPEED_ROUNDS):
+        for key, call in runners.items():
+            started = time.perf_counter()
+            call()
+            seconds[key].append(time.perf_counter() - started)
+    speeds = {key: size / statistics.median(values) for key, values in seconds.items()}
+    manifest.fp32_images_per_s = speeds["fp32"]
+    for variant in manifest.variants:
+        variant.images_per_s = speeds.get(variant.name, 0.0)
+
+
+def _ort_call(path: Path, batch: Feed, threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return partial(session.run, None, batch)

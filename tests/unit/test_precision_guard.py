@@ -32,6 +32,7 @@ class OutputDestroyingInt8:
     name: str = "int8"
     target: Target = Target.CPU
     needs: list[str] = field(default_factory=list)
+    openvino_precision: str = ""
 
     def build(self, source: Path, out: Path, calibration: Sequence[Feed]) -> None:
         Int8Static().build(source, out, calibration)
