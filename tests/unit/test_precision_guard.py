@@ -122,3 +122,22 @@ def test_an_agreeing_variant_is_served_and_a_tampered_one_refused_then_rebuilt(
 
     _derive(entry, models_dir, fp16)  # the tampered file is rebuilt
     assert choose(entry, models_dir, Precision.REDUCED, flags=frozenset()).variant == "fp16"
+
+
+def test_the_openvino_runner_batches_requests_like_the_onnx_runtime_one(
+    open_nsfw: tuple[CatalogEntry, Path],
+) -> None:
+    from stash_vision.embedded.ort_runner import OnnxRuntimeRunner
+    from stash_vision.precision.openvino_runtime import OpenVinoRunner
+
+    entry, models_dir = open_nsfw
+    weights = str(entry.weights_path(models_dir))
+    rng = np.random.default_rng(0)
+    requests = [{"input:0": rng.uniform(-120, 130, (n, 224, 224, 3)).astype(np.float32)} for n in (1, 2)]
+    reference = OnnxRuntimeRunner(weights, ["input:0"], ["outputs"], threads=1).run_batched(requests)
+    runner = OpenVinoRunner(weights, ["input:0"], ["outputs"], threads=1, precision="f32")
+    answers = runner.run_batched(requests)
+    assert [a["outputs"].shape for a in answers] == [(1, 2), (2, 2)]
+    for ours, theirs in zip(answers, reference, strict=True):
+        np.testing.assert_allclose(ours["outputs"], theirs["outputs"], atol=1e-4)
+    assert runner.device.providers == ["OpenVINO CPU (f32)"]

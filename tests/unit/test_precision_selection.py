@@ -179,3 +179,41 @@ def test_list_models_reports_the_precision_served_and_why(
         assert "stash-vision models precision yunet" in listed["yunet"].precision_reason
 
     run(scenario)
+
+
+def test_an_openvino_variant_runs_the_fp32_weights_in_the_embedded_repository_only(
+    model: tuple[CatalogEntry, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry, models_dir = model
+    manifest = PrecisionManifest(
+        model=entry.name,
+        source_sha256=entry.weights.sha256,
+        ort_version="test",
+        calibration="71 images",
+        fp32_images_per_s=30.0,
+        variants=[
+            VariantRecord(
+                name="openvino-bf16",
+                file="",
+                sha256=hashlib.sha256(b"fp32 weights").hexdigest(),
+                target=Target.CPU,
+                needs=["amx_bf16|avx512_bf16"],
+                runtime="openvino",
+                inference_precision="bf16",
+                passed=True,
+                images_per_s=60.0,
+            )
+        ],
+    )
+    write_manifest(entry, models_dir, manifest)
+    monkeypatch.setattr("stash_vision.precision.selection.cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    out = assemble([entry], models_dir, tmp_path / "embedded", RepositoryMode.EMBEDDED, precision="auto")
+    config = text_format.Parse(
+        (out / "open_nsfw" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    assert Path(config.parameters["onnx_path"].string_value) == entry.weights_path(models_dir).resolve()
+    assert config.parameters["runtime"].string_value == "openvino"
+    assert config.parameters["inference_precision"].string_value == "bf16"
+    # The official image's onnxruntime backend cannot run it: fp32 there.
+    native = assemble([entry], models_dir, tmp_path / "native", RepositoryMode.NATIVE, precision="auto")
+    assert (native / "open_nsfw" / "1" / "model.onnx").read_bytes() == b"fp32 weights"
