@@ -25,26 +25,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench.in_process import ort_session
 from bench.toolkit.http import httpx
 from bench.toolkit.results import rounded, run_fields, shared_dir, write_result
 from bench.toolkit.stack import failed, start_stack, work_dir
 from stash_vision.catalog.entries import Catalog, CatalogEntry
 from stash_vision.catalog.fetcher import fetch
 from stash_vision.catalog.importers import import_skier233
-from stash_vision.precision.calibration import Feed, calibration_images, role_for
+from stash_vision.precision.calibration import calibration_images, role_for
 from stash_vision.precision.cpu_features import cpu_flags
-from stash_vision.precision.manifest import PrecisionManifest, precision_dir
+from stash_vision.precision.manifest import precision_dir
 from stash_vision.precision.selection import Precision, choose
-from stash_vision.precision.variants import derive_variants
+from stash_vision.precision.variants import derive_variants, measure_speeds
 from tests.stack import Stack
 
 STANDIN = "vivid_galaxy_standin"
@@ -79,40 +75,6 @@ def prepare(names: list[str], data_dir: Path, shared: Path) -> dict[str, Catalog
     for name in {*names, "scrfd_500m"} - {STANDIN}:
         fetch(entries[name], models_dir, str(shared / "models"), allow_upstream=False)
     return entries
-
-
-def batched(feeds: list[Feed], size: int) -> list[Feed]:
-    name = next(iter(feeds[0]))
-    return [
-        {name: np.concatenate([f[name] for f in feeds[i : i + size]])} for i in range(0, len(feeds), size)
-    ]
-
-
-def time_in_process(
-    entry: CatalogEntry,
-    models_dir: Path,
-    manifest: PrecisionManifest,
-    feeds: list[Feed],
-    args: argparse.Namespace,
-) -> dict[str, float]:
-    """images/s per file, median of alternating rounds."""
-    files = {"fp32": entry.weights_path(models_dir)}
-    for variant in manifest.variants:
-        if variant.sha256:
-            files[variant.name] = precision_dir(entry, models_dir) / variant.file
-    size = args.batch if entry.triton_config.max_batch_size >= args.batch else 1
-    batches = batched(feeds, size)
-    sessions = {name: ort_session(path, args.threads) for name, path in files.items()}
-    for session in sessions.values():
-        session.run(None, batches[0])
-    seconds: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(args.rounds):
-        for name, session in sessions.items():
-            started = time.perf_counter()
-            for batch in batches:
-                session.run(None, batch)
-            seconds[name].append(time.perf_counter() - started)
-    return {name: len(feeds) / statistics.median(values) for name, values in seconds.items()}
 
 
 async def images_per_s(stack: Stack, paths: list[Path]) -> float:
@@ -168,7 +130,16 @@ def main(argv: list[str] | None = None) -> int:
                     entry, models_dir, shared / "testdata", entries, args.threads, force=True
                 )
                 feeds = role_for(entry, images, models_dir, entries).feeds
-                speeds = time_in_process(entry, models_dir, manifest, feeds, args)
+                speeds = measure_speeds(
+                    entry,
+                    entry.weights_path(models_dir),
+                    precision_dir(entry, models_dir),
+                    manifest,
+                    feeds,
+                    args.threads,
+                    rounds=args.rounds,
+                    batch_size=args.batch,
+                )
                 rows[name] = {
                     "inputs": len(feeds),
                     "fp32_images_per_s": speeds["fp32"],
@@ -186,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     },
                 }
                 for variant, row in rows[name]["variants"].items():
-                    speed = f"{row['speedup']:.2f}x fp32" if row["speedup"] else "not built"
+                    speed = f"{row['speedup']:.2f}x fp32" if row["speedup"] else "not timed on this CPU"
                     verdict = "passed" if row["passed"] else f"refused: {row['reason']}"
                     print(f"  {variant} ({row['target']}): {speed}; {verdict}", flush=True)
             stack = None

@@ -190,7 +190,10 @@ def derive_variants(
     folder.mkdir(parents=True, exist_ok=True)
     for builder in builders:
         manifest.variants.append(_judged(builder, source, folder, role, fp32_outputs, threads))
-    _measure_speeds(entry, source, folder, manifest, role.feeds, threads)
+    speeds = measure_speeds(entry, source, folder, manifest, role.feeds, threads)
+    manifest.fp32_images_per_s = speeds["fp32"]
+    for variant in manifest.variants:
+        variant.images_per_s = speeds.get(variant.name, 0.0)
     for variant in manifest.variants:
         log.info("%s: %s", entry.name, variant.summary())
     write_manifest(entry, models_dir, manifest)
@@ -281,19 +284,21 @@ SPEED_ROUNDS = 3
 SPEED_BATCH = 8
 
 
-def _measure_speeds(
+def measure_speeds(
     entry: CatalogEntry,
     source: Path,
     folder: Path,
     manifest: PrecisionManifest,
     feeds: list[Feed],
     threads: int,
-) -> None:
+    rounds: int = SPEED_ROUNDS,
+    batch_size: int = SPEED_BATCH,
+) -> dict[str, float]:
     """images/s of fp32 and every CPU variant that runs, on one batch as Triton would form it, in
     alternating rounds (outside load on a shared machine then hits all of them alike), median
     kept. `auto` compares these; the guard's one pass per file is too noisy for that."""
     name = next(iter(feeds[0]))
-    size = min(SPEED_BATCH, len(feeds)) if entry.triton_config.max_batch_size >= SPEED_BATCH else 1
+    size = min(batch_size, len(feeds)) if entry.triton_config.max_batch_size >= batch_size else 1
     batch = {name: np.concatenate([f[name] for f in feeds[:size]])}
     runners: dict[str, Callable[[], object]] = {"fp32": _ort_call(source, batch, threads)}
     for variant in manifest.variants:
@@ -309,15 +314,12 @@ def _measure_speeds(
     seconds: dict[str, list[float]] = {key: [] for key in runners}
     for call in runners.values():
         call()  # first-run allocations out of the timing
-    for _ in range(SPEED_ROUNDS):
+    for _ in range(rounds):
         for key, call in runners.items():
             started = time.perf_counter()
             call()
             seconds[key].append(time.perf_counter() - started)
-    speeds = {key: size / statistics.median(values) for key, values in seconds.items()}
-    manifest.fp32_images_per_s = speeds["fp32"]
-    for variant in manifest.variants:
-        variant.images_per_s = speeds.get(variant.name, 0.0)
+    return {key: size / statistics.median(values) for key, values in seconds.items()}
 
 
 def _ort_call(path: Path, batch: Feed, threads: int) -> Callable[[], object]:
