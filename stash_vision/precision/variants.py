@@ -242,15 +242,7 @@ def _judged(
     finally:
         temp.unlink(missing_ok=True)
     record.sha256 = sha256_of(folder / file)
-    try:
-        outputs, seconds = run_all(folder / file, role.feeds, threads)
-    except Exception as error:  # ONNX Runtime refuses the graph or a kernel is missing
-        record.reason = f"ONNX Runtime cannot run it: {type(error).__name__}: {error}"
-        return record
-    record.images_per_s = len(role.feeds) / seconds
-    verdict = role.verdict(fp32_outputs, outputs)
-    record.passed, record.reason, record.agreement = verdict.passed, verdict.reason, verdict.figures
-    return record
+    return _judge(record, folder / file, role, fp32_outputs, threads)
 
 
 def _judged_openvino(
@@ -269,12 +261,25 @@ def _judged_openvino(
     if missing := openvino_runtime.available():
         record.reason = missing
         return record
+    return _judge(record, source, role, fp32_outputs, threads, builder.openvino_precision)
+
+
+def _judge(
+    record: VariantRecord,
+    path: Path,
+    role: Role,
+    fp32_outputs: list[Outputs],
+    threads: int,
+    openvino_precision: str = "",
+) -> VariantRecord:
+    """The guard's verdict on the variant's answers to the calibration inputs. Its speed is
+    measured apart, in alternating rounds (measure_speeds)."""
     try:
-        outputs, seconds = run_all(source, role.feeds, threads, builder.openvino_precision)
-    except Exception as error:  # OpenVINO refuses the graph or an operator
-        record.reason = f"OpenVINO cannot run it: {type(error).__name__}: {error}"
+        outputs, _ = run_all(path, role.feeds, threads, openvino_precision)
+    except Exception as error:  # the runtime refuses the graph, or lacks a kernel
+        runtime = "OpenVINO" if openvino_precision else "ONNX Runtime"
+        record.reason = f"{runtime} cannot run it: {type(error).__name__}: {error}"
         return record
-    record.images_per_s = len(role.feeds) / seconds
     verdict = role.verdict(fp32_outputs, outputs)
     record.passed, record.reason, record.agreement = verdict.passed, verdict.reason, verdict.figures
     return record

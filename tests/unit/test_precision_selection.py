@@ -36,6 +36,19 @@ def _cpuinfo(tmp_path: Path, flags: str) -> Path:
     return path
 
 
+def _write_manifest(entry: CatalogEntry, models_dir: Path, variants: list[VariantRecord]) -> None:
+    """A manifest as derive_variants writes it; fp32 measured at 30 images/s."""
+    manifest = PrecisionManifest(
+        model=entry.name,
+        source_sha256=entry.weights.sha256,
+        ort_version="test",
+        calibration="71 images",
+        fp32_images_per_s=30.0,
+        variants=variants,
+    )
+    write_manifest(entry, models_dir, manifest)
+
+
 @pytest.fixture
 def model(tmp_path: Path) -> tuple[CatalogEntry, Path]:
     """open_nsfw with stand-in weight bytes, an int8 variant that passed (3x fp32) and an fp16 one for the GPU."""
@@ -61,15 +74,7 @@ def model(tmp_path: Path) -> tuple[CatalogEntry, Path]:
                 images_per_s=speed,
             )
         )
-    manifest = PrecisionManifest(
-        model=entry.name,
-        source_sha256=entry.weights.sha256,
-        ort_version="test",
-        calibration="71 images",
-        fp32_images_per_s=30.0,
-        variants=variants,
-    )
-    write_manifest(entry, models_dir, manifest)
+    _write_manifest(entry, models_dir, variants)
     return entry, models_dir
 
 
@@ -185,13 +190,10 @@ def test_an_openvino_variant_runs_the_fp32_weights_in_the_embedded_repository_on
     model: tuple[CatalogEntry, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entry, models_dir = model
-    manifest = PrecisionManifest(
-        model=entry.name,
-        source_sha256=entry.weights.sha256,
-        ort_version="test",
-        calibration="71 images",
-        fp32_images_per_s=30.0,
-        variants=[
+    _write_manifest(
+        entry,
+        models_dir,
+        [
             VariantRecord(
                 name="openvino-bf16",
                 file="",
@@ -205,7 +207,6 @@ def test_an_openvino_variant_runs_the_fp32_weights_in_the_embedded_repository_on
             )
         ],
     )
-    write_manifest(entry, models_dir, manifest)
     monkeypatch.setattr("stash_vision.precision.selection.cpu_flags", lambda: frozenset({"avx512_bf16"}))
     out = assemble([entry], models_dir, tmp_path / "embedded", RepositoryMode.EMBEDDED, precision="auto")
     config = text_format.Parse(
