@@ -89,11 +89,13 @@ def run_each(
     seconds they took (compiling and a first run left out, as for ONNX Runtime)."""
     compiled = compile_model(onnx_path, threads, precision)
     request = compiled.create_infer_request()
-    names = [output.get_any_name() for output in compiled.outputs]
+    # Every name of each output: OpenVINO may list an internal tensor name first (SCRFD's
+    # score_8 comes back as '450'), and the decoders look outputs up by their ONNX names.
+    names = {name: output for output in compiled.outputs for name in output.get_names()}
     request.infer(feeds[0])
     started = time.perf_counter()
     results = []
     for feed in feeds:
         request.infer(feed)
-        results.append({name: np.array(request.get_tensor(name).data) for name in names})
+        results.append({name: np.array(request.get_tensor(output).data) for name, output in names.items()})
     return results, time.perf_counter() - started

@@ -276,11 +276,11 @@ def _judge(
     measured apart, in alternating rounds (measure_speeds)."""
     try:
         outputs, _ = run_all(path, role.feeds, threads, openvino_precision)
-    except Exception as error:  # the runtime refuses the graph, or lacks a kernel
+        verdict = role.verdict(fp32_outputs, outputs)
+    except Exception as error:  # the runtime refuses the graph or lacks a kernel; outputs missing
         runtime = "OpenVINO" if openvino_precision else "ONNX Runtime"
-        record.reason = f"{runtime} cannot run it: {type(error).__name__}: {error}"
+        record.reason = f"{runtime} cannot run it as fp32 does: {type(error).__name__}: {error}"
         return record
-    verdict = role.verdict(fp32_outputs, outputs)
     record.passed, record.reason, record.agreement = verdict.passed, verdict.reason, verdict.figures
     return record
 
