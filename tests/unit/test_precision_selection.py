@@ -218,3 +218,20 @@ def test_an_openvino_variant_runs_the_fp32_weights_in_the_embedded_repository_on
     # The official image's onnxruntime backend cannot run it: fp32 there.
     native = assemble([entry], models_dir, tmp_path / "native", RepositoryMode.NATIVE, precision="auto")
     assert (native / "open_nsfw" / "1" / "model.onnx").read_bytes() == b"fp32 weights"
+
+
+def test_auto_keeps_fp32_for_a_gain_within_measurement_noise(model: tuple[CatalogEntry, Path]) -> None:
+    entry, models_dir = model
+    int8 = VariantRecord(
+        name="int8",
+        file="int8.onnx",
+        sha256=hashlib.sha256(b"int8").hexdigest(),
+        target=Target.CPU,
+        passed=True,
+        images_per_s=33.0,  # 1.1x the 30 images/s of fp32
+    )
+    _write_manifest(entry, models_dir, [int8])
+    choice = choose(entry, models_dir, Precision.AUTO, flags=frozenset({"avx512_vnni"}))
+    assert choice.variant == "fp32"
+    assert choice.reason == "int8 measured less than 1.15x fp32 (33.0 vs 30.0 images/s)"
+    assert choose(entry, models_dir, Precision.REDUCED, flags=frozenset()).variant == "int8"
