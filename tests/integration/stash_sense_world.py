@@ -126,7 +126,13 @@ def add_scenes(stash: StashStandIn, generated: Path, video: Path) -> None:
 
 @contextmanager
 def stash_sense_world(
-    work: Path, *, video_seconds: float = 12.0, video_size: tuple[int, int] = (640, 480), fps: int = 10
+    work: Path,
+    *,
+    video_seconds: float = 12.0,
+    video_size: tuple[int, int] = (640, 480),
+    fps: int = 10,
+    models: list[str] = MODELS,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[World]:
     testdata = shared_dir() / "testdata"
     generated = work / "generated"
@@ -145,8 +151,9 @@ def stash_sense_world(
         stack = start_stack(
             work / "stack",
             shared_dir() / "models",
-            models=MODELS,
+            models=models,
             extra_env={
+                **(extra_env or {}),
                 "STASH_VISION_STASH_URL": stash.url,
                 "STASH_VISION_STASH_API_KEY": STASH_KEY,
                 "STASH_VISION_PATH_MAPPINGS": json.dumps(mappings),

@@ -67,9 +67,16 @@ def parse_body(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body or b"null")
     except ValidationError as error:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
-        ) from None
+        raise RequestValidationError([_located(e) for e in error.errors(include_url=False)]) from None
+
+
+def _located(error: Any) -> dict[str, Any]:
+    """The error under `body`. An unparsable body's `input` is the raw bytes, which FastAPI's 422
+    answer would decode as UTF-8 (a 500 on invalid UTF-8, found by fuzzing): it carries them as
+    text with the bad bytes replaced."""
+    raw = error.get("input")
+    shown = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return {**error, "loc": ("body", *error["loc"]), "input": shown}
 
 
 def decode_base64(text: str) -> bytes:
