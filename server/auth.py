@@ -34,7 +34,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if details.method.startswith(_OPEN):
             return await continuation(details)
         key = presented_key(details.invocation_metadata)
-        if key is not None and hmac.compare_digest(key, self.api_key):
+        # As bytes: compare_digest raises on a str with non-ASCII characters.
+        if key is not None and hmac.compare_digest(key.encode(), self.api_key.encode()):
             return await continuation(details)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -41,7 +41,7 @@ def session_body(key: str, cookie: str | None, now: float | None = None) -> str 
     if not cookie or cookie.count(".") != 2:
         return None
     body, signature = cookie.rsplit(".", 1)
-    if not hmac.compare_digest(signature, _sign(key, "session", body)):
+    if not _same(signature, _sign(key, "session", body)):
         return None
     issued = body.split(".", 1)[0]
     current = now if now is not None else time.time()
@@ -56,13 +56,21 @@ def csrf_token(key: str, cookie: str | None) -> str:
     return _sign(key, "csrf", body) if body else ""
 
 
+def _same(presented: str, expected: str) -> bool:
+    """Constant time, and as bytes: hmac.compare_digest raises on a str with non-ASCII characters,
+    which anyone can put in a header or cookie."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 def key_matches(key: str, presented: str) -> bool:
-    return hmac.compare_digest(presented.encode(), key.encode())
+    return _same(presented, key)
 
 
 def presented_key(request: Request) -> str:
     """The X-API-Key header, or a bearer token (as before the dashboard)."""
-    return request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
+    authorization = request.headers.get("authorization", "")
+    bearer = authorization[7:] if authorization[:7].lower() == "bearer " else ""
+    return request.headers.get("x-api-key") or bearer
 
 
 def is_open(path: str) -> bool:
@@ -82,7 +90,7 @@ def refusal(request: Request, key: str | None) -> Response | None:
         if request.method in _SAFE_METHODS:
             return None
         sent = request.headers.get(CSRF_HEADER, "")
-        if sent and hmac.compare_digest(sent, _sign(key, "csrf", body)):
+        if sent and _same(sent, _sign(key, "csrf", body)):
             return None
         return JSONResponse(
             {"detail": "missing or wrong CSRF token (X-CSRF-Token header); reload the page and try again"},
