@@ -39,7 +39,7 @@ class StashBoxEndpoint(BaseModel):
 
     name: str
     endpoint: str = Field(description="GraphQL URL, e.g. https://stashdb.org/graphql.")
-    api_key: str = ""
+    api_key: str = Field(default="", repr=False)  # repr=False: a logged model never shows a key
     max_requests_per_minute: int = Field(default=240, ge=1)
 
 
@@ -182,7 +182,7 @@ class Settings(BaseSettings):
         default=None, description="Base URL of the user's Stash, e.g. http://localhost:9999; unset: no Stash."
     )
     stash_api_key: str | None = Field(
-        default=None, description="Stash's API key (sent as the ApiKey header)."
+        default=None, repr=False, description="Stash's API key (sent as the ApiKey header)."
     )
     stash_api_key_file: Path | None = Field(
         default=None,
@@ -198,7 +198,9 @@ class Settings(BaseSettings):
         description='stash-box instances, JSON [{"name", "endpoint", "api_key", "max_requests_per_minute"}].',
     )
 
-    api_key: str | None = Field(default=None, description="When set, HTTP and gRPC callers must present it.")
+    api_key: str | None = Field(
+        default=None, repr=False, description="When set, HTTP and gRPC callers must present it."
+    )
     api_key_file: Path | None = Field(
         default=None,
         description="File holding api_key instead of the variable (e.g. a systemd credential, %d/api-key).",

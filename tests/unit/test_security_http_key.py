@@ -10,6 +10,7 @@ API call is 401 (403 for a session cookie without its CSRF token)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -24,7 +25,7 @@ from websockets.sync.client import connect
 
 from stash_vision.adapter.app import create_app
 from stash_vision.adapter.ui import auth
-from stash_vision.settings import Settings
+from stash_vision.settings import Settings, StashBoxEndpoint
 from tests.standins.fixtures import free_port
 
 KEY = "s3cret-key"
@@ -166,3 +167,28 @@ def test_the_queue_socket_without_the_key_is_read_only(served_port: int) -> None
             reply = json.loads(socket.recv(timeout=10))
             assert reply["type"] == "cancel_response" and reply["success"] is False
             assert "API key" in reply["message"]
+
+
+def test_the_key_is_never_logged_nor_shown_in_a_settings_repr(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client.get("/jobs", headers={"X-API-Key": KEY})
+    client.get(f"/stash-sense/key/{KEY}/health")
+    client.get("/stash-sense/key/wrong-key-xyz/health")
+    client.post(
+        "/ui/login", content=f"key={KEY}", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    client.cookies.clear()
+    # What the app logs (httpx's own lines are the test client's, which names the URL it asked).
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert KEY not in logged and "wrong-key-xyz" not in logged
+    settings = Settings(
+        api_key=KEY,
+        stash_api_key="stash-key-xyz",
+        stashbox_endpoints=[
+            StashBoxEndpoint(name="a", endpoint="https://box/graphql", api_key="box-key-xyz")
+        ],
+    )
+    shown = repr(settings) + str(settings)
+    assert KEY not in shown and "stash-key-xyz" not in shown and "box-key-xyz" not in shown
