@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from stash_vision.server.faces.index.records import PerformerRecord
 
 from .base import SourceError, SourceImage, SourcePerformer
 
+log = logging.getLogger("stash_vision.faces.sources")
+# Whether a resolved path may be read (MediaPaths.within_roots for a job); None: any path.
+Allowed = Callable[[Path], bool] | None
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 METADATA_FILES = ("performer.json", "performer.yaml", "performer.yml")
 
@@ -52,7 +56,15 @@ def _metadata(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def read_performer(folder: Path) -> PerformerFolder:
+def _readable(path: Path, allowed: Allowed) -> bool:
+    """Not a symlink (file or folder) that leads outside the library roots."""
+    if allowed is None or allowed(path.resolve()):
+        return True
+    log.warning("face source: %s links to %s, outside the library roots; skipped", path, path.resolve())
+    return False
+
+
+def read_performer(folder: Path, allowed: Allowed = None) -> PerformerFolder:
     metadata = _metadata(folder)
     stash_ids = tuple(
         (str(item["endpoint"]), str(item["stash_id"]))
@@ -73,14 +85,22 @@ def read_performer(folder: Path) -> PerformerFolder:
         image_url=str(metadata.get("image_url") or ""),
         face_count=0,
     )
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _readable(p, allowed)
+    )
     return PerformerFolder(record, images)
 
 
-def scan(root: Path) -> list[PerformerFolder]:
+def scan(root: Path, allowed: Allowed = None) -> list[PerformerFolder]:
     if not root.is_dir():
         raise SourceError(f"{root} is not a folder; expected FOLDER/<performer>/<images>")
-    performers = [read_performer(folder) for folder in sorted(root.iterdir()) if folder.is_dir()]
+    performers = [
+        read_performer(folder, allowed)
+        for folder in sorted(root.iterdir())
+        if folder.is_dir() and _readable(folder, allowed)
+    ]
     performers = [p for p in performers if p.images]
     if not performers:
         raise SourceError(
@@ -106,12 +126,13 @@ def _reader(path: Path) -> SourceImage:
 class FolderSource:
     kind = "folder"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, allowed: Allowed = None) -> None:
         self.root = root
+        self.allowed = allowed
         self.name = f"folder:{root}"
 
     async def performers(self) -> AsyncIterator[SourcePerformer]:
-        for performer in await asyncio.to_thread(scan, self.root):
+        for performer in await asyncio.to_thread(scan, self.root, self.allowed):
             yield SourcePerformer(performer.record, [_reader(path) for path in performer.images])
 
     async def aclose(self) -> None:

@@ -102,7 +102,8 @@ def _folder_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMak
     if not isinstance(path, str) or not path:
         raise InvalidInput("a folder source needs path: FOLDER/<performer>/<images> on the server")
     root = context.paths.resolve_dir(path)
-    return lambda: FolderSource(root)
+    # Symlinks in the folder are read only when they lead inside the library roots.
+    return lambda: FolderSource(root, context.paths.within_roots)
 
 
 def _stash_source(spec: Mapping[str, Any], context: SourceContext) -> SourceMaker:

@@ -204,7 +204,10 @@ def gallery_images(archive: Path) -> list[str]:
 
 
 def _read_sidecar(sidecar: Path) -> Any:
-    """The `.AI.json` already beside the video (the plugin's incremental input), or None."""
+    """The `.AI.json` already beside the video (the plugin's incremental input), or None. A symlink
+    is not followed (it could lead outside the library roots); writing replaces it with a file."""
+    if sidecar.is_symlink():
+        return None
     try:
         return json.loads(sidecar.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -217,7 +220,7 @@ def _write_sidecar(sidecar: Path, json_result: str | None, item_started: float) 
     if json_result is None:
         return "unchanged"  # the stored file was already complete and current
     try:
-        if sidecar.stat().st_mtime > item_started:
+        if not sidecar.is_symlink() and sidecar.stat().st_mtime > item_started:
             return "kept newer file"
     except FileNotFoundError:
         pass
