@@ -49,6 +49,20 @@ def _retry_after_s(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in; ("", "", None) if unusable."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return "", "", None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
 def same_origin(a: str, b: str) -> bool:
     """The key goes only to the server it belongs to, never to a host an answer points at."""
     x, y = urlsplit(a), urlsplit(b)
@@ -72,9 +86,14 @@ class GraphQLClient:
         max_backoff_s: float = 30.0,
         budget: RateBudget | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        subdomains: bool = False,
     ) -> None:
         self.name = name
         self.url = url
+        # URLs in answers are fetched only from this server (no SSRF through an answer that points
+        # at 169.254.169.254 or the LAN); `subdomains` also allows its subdomains on the same
+        # scheme and port, where stash-box serves images (StashDB's cdn.stashdb.org).
+        self.subdomains = subdomains
         self.api_key = api_key or None
         self.key_hint = key_hint
         self.timeout_s = timeout_s
@@ -91,7 +110,10 @@ class GraphQLClient:
         loop = asyncio.get_running_loop()
         if self._http is None or self._loop is not loop:
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout_s), transport=self._transport, follow_redirects=True
+                timeout=httpx.Timeout(self.timeout_s),
+                transport=self._transport,
+                follow_redirects=True,
+                event_hooks={"request": [self._check_hop]},  # every redirect too
             )
             self._loop = loop
         return self._http
@@ -100,6 +122,28 @@ class GraphQLClient:
         if self._http is not None and self._loop is asyncio.get_running_loop():
             await self._http.aclose()
         self._http = None
+
+    def fetchable(self, url: str) -> bool:
+        scheme, host, port = origin(url)
+        own_scheme, own_host, own_port = origin(self.url)
+        if scheme not in _DEFAULT_PORTS or not host or (scheme, port) != (own_scheme, own_port):
+            return False
+        return host == own_host or (self.subdomains and host.endswith("." + own_host))
+
+    def check_url(self, url: str) -> None:
+        """SourceBadContent, before anything is sent, for a URL not on this server."""
+        if not self.fetchable(url):
+            scheme, host, port = origin(url)
+            shown = f"{scheme}://{host}:{port}" if host else repr(url[:80])
+            own = "{}://{}:{}".format(*origin(self.url)) + (" and its subdomains" if self.subdomains else "")
+            raise SourceBadContent(
+                self.name,
+                f"{self.name} answered a URL on another server ({shown}); stash-vision fetches only "
+                f"from {own}, so nothing was requested",
+            )
+
+    async def _check_hop(self, request: httpx.Request) -> None:
+        self.check_url(str(request.url))
 
     def headers_for(self, url: str) -> dict[str, str]:
         """The ApiKey header for URLs of this server; nothing for any other host."""
@@ -152,6 +196,7 @@ class GraphQLClient:
     ) -> httpx.Response:
         """One HTTP request with the budget, retries and error mapping. Answers other than 2xx that
         are not retried come back as they are for the caller to judge (GraphQL 4xx bodies)."""
+        self.check_url(url)
         all_headers = {**self.headers_for(url), **(headers or {})}
         last = ""
         for attempt in range(self.retries + 1):

@@ -256,6 +256,7 @@ class StashConnection:
             return local.path
         if not scene.stream_url:
             raise SourceNotFound(self.name, f"scene {scene_id} of {self.name} has no file and no stream")
+        self.client.check_url(scene.stream_url)  # FFmpeg opens it: only Stash's own URLs
         return Remote(scene.stream_url, self.client.headers_for(scene.stream_url))
 
     async def resolve_image(self, image_id: str) -> MediaLocation | Remote:
@@ -265,6 +266,7 @@ class StashConnection:
             return local
         if not image.url:
             raise SourceNotFound(self.name, f"image {image_id} of {self.name} has no file and no URL")
+        self.client.check_url(image.url)
         return Remote(image.url, self.client.headers_for(image.url))
 
     async def fetch_bytes(

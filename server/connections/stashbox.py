@@ -79,6 +79,7 @@ class StashBoxConnection:
             timeout_s=timeout_s,
             retries=retries,
             budget=budget_for(config.endpoint, config.max_requests_per_minute, window_s),
+            subdomains=True,  # images on the box's CDN host
         )
 
     async def aclose(self) -> None:
