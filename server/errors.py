@@ -70,3 +70,19 @@ class JobsUnavailable(StashVisionError):
 
 class StorageUnavailable(StashVisionError):
     """The job database or result store cannot be written: full disk, read-only, locked."""
+
+
+def unwrap_group(error: BaseException) -> BaseException:
+    """What a caller should see of `error`. asyncio.TaskGroup wraps what its tasks raised in an
+    exception group, so a BackendUnavailable from one task (Triton killed mid-request) would reach
+    a transport as an unknown exception (an incident, INTERNAL) instead of UNAVAILABLE. A group
+    whose every leaf is a domain error stands for its first one; any other group stays as it is
+    (a bug, to be logged with its incident)."""
+    if isinstance(error, BaseExceptionGroup):
+        domain, rest = error.split(StashVisionError)
+        while domain is not None and rest is None:
+            first = domain.exceptions[0]
+            if not isinstance(first, BaseExceptionGroup):
+                return first
+            domain = first
+    return error

@@ -93,7 +93,7 @@ class PrioritySemaphore:
             if waiter.done() and not waiter.cancelled():
                 # Granted and cancelled at once: the slot was taken for us; hand it on.
                 self._give_back(kind)
-            else:
+            elif waiter in self._waiters[kind]:  # _wake may have dropped it, cancelled, already
                 self._waiters[kind].remove(waiter)
             raise
         return True

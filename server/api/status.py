@@ -64,7 +64,9 @@ def mapped_errors(method: Handler[R]) -> Handler[R]:
             await context.abort(code_for(error), str(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
+        except Exception as error:
+            if isinstance(domain := errors.unwrap_group(error), errors.StashVisionError):
+                await context.abort(code_for(domain), str(domain))
             incident = uuid.uuid4().hex[:8]
             log.exception("internal error in %s (incident %s)", method.__name__, incident)
             await context.abort(
@@ -92,7 +94,9 @@ def mapped_stream_errors(method: StreamHandler) -> StreamHandler:
             await context.abort(code_for(error), str(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
+        except Exception as error:
+            if isinstance(domain := errors.unwrap_group(error), errors.StashVisionError):
+                await context.abort(code_for(domain), str(domain))
             incident = uuid.uuid4().hex[:8]
             log.exception("internal error in %s (incident %s)", method.__name__, incident)
             await context.abort(

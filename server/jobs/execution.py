@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from stash_vision.server import metrics
-from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, StashVisionError
+from stash_vision.server.errors import BackendUnavailable, DeadlineExceeded, StashVisionError, unwrap_group
 from stash_vision.server.priority import background
 
 from .kinds.base import ItemProblem, JobKind, PartlyDone, error_kind, reporting_to
@@ -182,7 +182,10 @@ class JobExecution:
         for attempt in itertools.count():
             try:
                 with background(), reporting_to(self._reporter(), job.id):
-                    outcome = await kind.run(params, record.item)
+                    try:
+                        outcome = await kind.run(params, record.item)
+                    except BaseExceptionGroup as group:  # a kind's TaskGroup: see unwrap_group
+                        raise unwrap_group(group) from None
             except (BackendUnavailable, DeadlineExceeded) as error:
                 delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
                 if attempt == 0:
