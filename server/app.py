@@ -41,6 +41,7 @@ from stash_vision.server.media.images import ImageLimits
 from stash_vision.server.media.paths import MediaPaths
 from stash_vision.server.metrics import MetricsInterceptor
 from stash_vision.server.model_registry import ModelRegistry
+from stash_vision.server.request_decoding import RequestDecodingInterceptor
 from stash_vision.server.results.cache import ResultCache
 from stash_vision.server.tagging.image_flow import ImageTagging
 from stash_vision.server.tagging.taggers.registry import build_taggers
@@ -144,7 +145,8 @@ async def start(settings: Settings, session: InferenceSession | None = None) -> 
     )
     registry = ModelRegistry(entries, session, ServedPrecision(settings.models_dir, settings.precision))
     results = open_result_cache(settings)
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    # RequestDecodingInterceptor last: innermost, it wraps the servicers' own deserializers.
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(), RequestDecodingInterceptor()]
     if settings.api_key:
         interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
     server = grpc.aio.server(
