@@ -98,7 +98,10 @@ class Int8Static:
             prepared = Path(scratch) / "prepared.onnx"
             try:
                 # Shape inference and graph fusions first, as ORT recommends for static quantization.
-                quant_pre_process(str(upgraded), str(prepared))
+                # Not ORT's symbolic shape inference: it is for transformers, and when it cannot
+                # finish it drops a debug model (sym_shape_infer_temp.onnx plus <uuid>.data files)
+                # into the current directory — a user's working directory. ONNX's own runs.
+                quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
             except Exception as error:  # some exported graphs defeat symbolic shape inference
                 log.info("%s: quantization pre-processing skipped (%s)", source, error)
                 prepared = upgraded
