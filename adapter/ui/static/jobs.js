@@ -117,7 +117,9 @@
 
   function addRow(job) {
     const template = document.getElementById("job-row");
-    const html = template.innerHTML.replaceAll("________", job.id);
+    // The id goes into attributes of the row's HTML: escaped, though the server only makes UUIDs.
+    const id = String(job.id).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    const html = template.innerHTML.replaceAll("________", id);
     const body = document.querySelector("#active-jobs tbody");
     body.insertAdjacentHTML("afterbegin", html);
     const row = body.firstElementChild;
