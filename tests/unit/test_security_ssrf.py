@@ -30,20 +30,24 @@ METADATA = "http://169.254.169.254/latest/meta-data/iam"
 
 
 class Canary:
-    """An HTTP server on another port: every request it gets is one that should not have been sent.
-    Answers a redirect to itself for /redirect, else 200 with a few bytes."""
+    """An HTTP server on another port that records every GET. It answers 200 with a few image
+    bytes, or, given `redirect_to`, a 302 there (the configured server itself, redirecting away)."""
 
-    def __init__(self) -> None:
+    def __init__(self, redirect_to: str | None = None) -> None:
         self.hits: list[str] = []
         canary = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 canary.hits.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
+                self.send_response(302 if redirect_to else 200)
+                if redirect_to:
+                    self.send_header("Location", redirect_to)
+                else:
+                    self.send_header("Content-Type", "image/jpeg")
                 self.end_headers()
-                self.wfile.write(b"\xff\xd8\xff")
+                if not redirect_to:
+                    self.wfile.write(b"\xff\xd8\xff")
 
             def log_message(self, *_: Any) -> None:
                 pass
@@ -55,29 +59,6 @@ class Canary:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class Redirector(Canary):
-    """The configured server itself, answering every GET with a redirect to `target`."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.hits = []
-        redirector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                redirector.hits.append(self.path)
-                self.send_response(302)
-                self.send_header("Location", redirector.target)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 class ForeignStash(StashStandIn):
@@ -187,7 +168,7 @@ def test_stashbox_image_urls_pointing_elsewhere_are_refused_unsent(
 
 
 def test_a_redirect_off_the_server_is_not_followed(canary: Canary) -> None:
-    redirector = Redirector(f"{canary.url}/stolen")
+    redirector = Canary(redirect_to=f"{canary.url}/stolen")
     try:
         client = GraphQLClient("Stash at test", f"{redirector.url}/graphql", "key", retries=0)
 
