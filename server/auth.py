@@ -14,10 +14,12 @@ _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 def presented_key(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
-        text = value.decode() if isinstance(value, bytes) else value
+        if key not in ("x-api-key", "authorization"):
+            continue  # other entries may be binary (`-bin`) and need not be text
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         if key == "x-api-key":
             return text
-        if key == "authorization" and text.lower().startswith("bearer "):
+        if text.lower().startswith("bearer "):
             return text[7:]
     return None
 

@@ -110,6 +110,7 @@ def test_every_rpc_refuses_without_the_key_and_with_a_wrong_one() -> None:
         (("x-api-key", KEY.upper()),),
         (("x-api-key", ""),),
         (("x-api-key-bin", KEY.encode()),),
+        (("junk-bin", b"\xff\xfe"),),  # binary metadata that is not UTF-8
     ]
     calls = [(method, metadata) for method in methods for metadata in wrong]
     codes = run_against_guarded_server(calls)
@@ -124,7 +125,7 @@ def test_every_rpc_refuses_without_the_key_and_with_a_wrong_one() -> None:
 def test_every_rpc_passes_the_key_check_with_the_key() -> None:
     methods = list(every_method())
     calls = [(m, (("x-api-key", KEY),)) for m in methods] + [
-        (m, (("authorization", f"Bearer {KEY}"),)) for m in methods
+        (m, (("junk-bin", b"\xff"), ("authorization", f"Bearer {KEY}"))) for m in methods
     ]
     codes = run_against_guarded_server(calls)
     assert set(codes) == {grpc.StatusCode.UNIMPLEMENTED}
