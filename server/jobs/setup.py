@@ -89,7 +89,15 @@ async def open_jobs(settings: Settings, kinds: list[JobKind[Any]]) -> Jobs:
         items_in_flight=settings.job_items_in_flight,
         auto_resume=settings.jobs_auto_resume,
     )
-    await runner.start()
+    try:
+        await runner.start()
+    except StorageUnavailable as error:
+        # Locked by another process, or a full disk, while recovering the jobs of the last run:
+        # the server still starts (interactive calls work) and every job call says why.
+        log.error("jobs unavailable: %s", error)
+        await runner.stop()
+        store.close()
+        return UnavailableJobs(str(error), [kind.name for kind in kinds])
     return runner
 
 
