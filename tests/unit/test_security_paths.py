@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stash_vision.server.connections import StashConnection
 from stash_vision.server.errors import AccessDenied, InvalidInput, StashVisionError
 from stash_vision.server.faces.index.errors import FaceIndexError
 from stash_vision.server.faces.index.release import unpack_release
@@ -142,3 +143,15 @@ def test_a_folder_face_source_skips_links_out_of_the_roots(world: tuple[Path, Pa
     paths = MediaPaths([library], {})
     found = {p.record.name: [i.name for i in p.images] for p in scan(faces, paths.within_roots)}
     assert found == {"alice": ["a.jpg"], "carol": ["c.jpg"]}
+
+
+def test_a_path_stash_answers_is_read_here_only_inside_the_roots(world: tuple[Path, Path]) -> None:
+    """Outside the roots (after the mappings) the file is not read here: it goes through Stash."""
+    library, outside = world
+    mappings = {"/stash/outside": str(outside), "/stash/library": str(library)}
+    stash = StashConnection("http://stash.invalid:9999", None, MediaPaths([library], mappings))
+    assert stash.local("/stash/outside/secret.jpg") is None
+    assert stash.local("/stash/library/photos/file-link.jpg") is None
+    assert stash.local("/stash/library/../outside/secret.jpg") is None
+    inside = stash.local("/stash/library/photos/ok.jpg")
+    assert inside is not None and inside.path == library / "photos" / "ok.jpg"
