@@ -36,12 +36,18 @@ PEOPLE = {
 }
 
 
-def build_face_index(stack: Stack, folder: Path, shared: Path) -> None:
-    """`stash-vision index build` over a folder per performer, as a user enrols."""
+def write_enrolment(folder: Path, shared: Path) -> Path:
+    """A folder per performer of `PEOPLE`, their photos linked from the shared deepface set."""
     for person, names in PEOPLE.items():
         (folder / person).mkdir(parents=True)
         for name in names:
             os.symlink(shared / "testdata" / "faces" / "deepface" / name, folder / person / name)
+    return folder
+
+
+def build_face_index(stack: Stack, folder: Path, shared: Path) -> None:
+    """`stash-vision index build` over a folder per performer, as a user enrols."""
+    write_enrolment(folder, shared)
     built = cli({**stack.env, "STASH_VISION_SERVER_URL": stack.grpc_target}, "index", "build", str(folder))
     if built.returncode != 0:
         raise RuntimeError(f"index build failed:\n{built.stdout}{built.stderr}")
