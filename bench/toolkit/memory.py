@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 from bench.toolkit.procs import KIB_PER_GIB, KIB_PER_MIB, memory_kib, process_tree, pss_kib
+from bench.toolkit.sampling import SamplingThread
 
 SAMPLE_INTERVAL_S = 0.2
 _REFRESH_S = 2.0  # a process may have (re)started
@@ -16,7 +16,7 @@ def _mib(values: dict[str, int]) -> dict[str, float]:
     return {k: round(v / KIB_PER_MIB, 1) for k, v in sorted(values.items())}
 
 
-class MemorySampler:
+class MemorySampler(SamplingThread):
     """Samples VmRSS, RssAnon and RssShmem of every process of the tree every 0.2 s, and Pss
     every `pss_every` samples. RSS counts shared pages (libraries, Triton's shared-memory
     tensors) in each process that maps them, so the sum of RSS overstates the total; the sum of
@@ -26,6 +26,7 @@ class MemorySampler:
     under test, hence `pss_every`."""
 
     def __init__(self, root: int, pss_every: int = 1) -> None:
+        super().__init__(SAMPLE_INTERVAL_S, "rss-sampler")
         self.root = root
         self.pss_every = pss_every
         self.peak_rss_kib: dict[str, int] = {}
@@ -34,49 +35,35 @@ class MemorySampler:
         self.peak_sum_rss_kib = 0
         self.peak_sum_pss_kib = 0
         self.timeline: list[tuple[float, int]] = []  # (seconds since start, sum of RSS in KiB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self._started = time.perf_counter()
+        self._procs = process_tree(root)
+        self._refreshed = time.monotonic()
 
     @property
     def samples(self) -> int:
         return len(self.timeline)
 
-    def __enter__(self) -> MemorySampler:
-        self._started = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        procs = process_tree(self.root)
-        refreshed = time.monotonic()
-        while True:
-            if time.monotonic() - refreshed > _REFRESH_S:
-                procs, refreshed = process_tree(self.root), time.monotonic()
-            total_rss = total_pss = 0
-            with_pss = self.samples % self.pss_every == 0
-            for proc in procs:
-                memory = memory_kib(proc.pid)
-                if "VmRSS" not in memory:
-                    continue
-                total_rss += memory["VmRSS"]
-                if with_pss:
-                    total_pss += pss_kib(proc.pid) or 0
-                for peaks, key in (
-                    (self.peak_rss_kib, "VmRSS"),
-                    (self.peak_anon_kib, "RssAnon"),
-                    (self.peak_shmem_kib, "RssShmem"),
-                ):
-                    peaks[proc.key] = max(peaks.get(proc.key, 0), memory.get(key, 0))
-            self.peak_sum_rss_kib = max(self.peak_sum_rss_kib, total_rss)
-            self.peak_sum_pss_kib = max(self.peak_sum_pss_kib, total_pss)
-            self.timeline.append((time.perf_counter() - self._started, total_rss))
-            if self._stop.wait(SAMPLE_INTERVAL_S):
-                return
+    def sample(self, elapsed_s: float) -> None:
+        if time.monotonic() - self._refreshed > _REFRESH_S:
+            self._procs, self._refreshed = process_tree(self.root), time.monotonic()
+        procs = self._procs
+        total_rss = total_pss = 0
+        with_pss = self.samples % self.pss_every == 0
+        for proc in procs:
+            memory = memory_kib(proc.pid)
+            if "VmRSS" not in memory:
+                continue
+            total_rss += memory["VmRSS"]
+            if with_pss:
+                total_pss += pss_kib(proc.pid) or 0
+            for peaks, key in (
+                (self.peak_rss_kib, "VmRSS"),
+                (self.peak_anon_kib, "RssAnon"),
+                (self.peak_shmem_kib, "RssShmem"),
+            ):
+                peaks[proc.key] = max(peaks.get(proc.key, 0), memory.get(key, 0))
+        self.peak_sum_rss_kib = max(self.peak_sum_rss_kib, total_rss)
+        self.peak_sum_pss_kib = max(self.peak_sum_pss_kib, total_pss)
+        self.timeline.append((elapsed_s, total_rss))
 
     def peaks_by_process(self) -> dict[str, dict[str, float]]:
         """Peak RSS, RssAnon and RssShmem per process, in MiB."""

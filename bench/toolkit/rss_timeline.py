@@ -11,43 +11,27 @@ land late in the run (the 50 MiB); a leak of a few MiB a minute over ten minutes
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from bench.toolkit.procs import KIB_PER_MIB, by_role, memory_kib, process_tree
+from bench.toolkit.sampling import SamplingThread
 
 SAMPLE_S = 1.0
 GROWTH_FACTOR = 1.1
 GROWTH_SLACK_MIB = 50.0
 
 
-class RssTimeline:
+class RssTimeline(SamplingThread):
     def __init__(self, root: int) -> None:
+        super().__init__(SAMPLE_S, "rss-timeline")
         self.root = root
         self.samples: list[tuple[float, dict[str, float]]] = []  # (seconds since start, MiB by role)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-timeline", daemon=True)
-        self._started = time.monotonic()
 
-    def __enter__(self) -> RssTimeline:
-        self._started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while True:
-            per_process = {
-                proc.key: memory_kib(proc.pid).get("VmRSS", 0) / KIB_PER_MIB
-                for proc in process_tree(self.root)
-            }
-            self.samples.append((time.monotonic() - self._started, by_role(per_process)))
-            if self._stop.wait(SAMPLE_S):
-                return
+    def sample(self, elapsed_s: float) -> None:
+        per_process = {
+            proc.key: memory_kib(proc.pid).get("VmRSS", 0) / KIB_PER_MIB for proc in process_tree(self.root)
+        }
+        self.samples.append((elapsed_s, by_role(per_process)))
 
     def roles(self) -> list[str]:
         return sorted({role for _, values in self.samples for role in values})
