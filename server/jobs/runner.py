@@ -33,6 +33,8 @@ from stash_vision.server.errors import (
     JobConflict,
     JobsUnavailable,
     StashVisionError,
+    StorageUnavailable,
+    unwrap_group,
 )
 
 from .api import JobPage, JobUpdate, ResultPage
@@ -88,6 +90,9 @@ class JobRunner:
         self._scheduler: asyncio.Task[None] | None = None
         self._tools = RunnerTools(self.store, self._call, self._event, self._notify, self._listing)
         self.unavailable: str = ""  # why this process runs no jobs, if it does not
+        # Jobs a full or locked jobs.db stopped, whose `interrupted` state could not be written
+        # either: shown as interrupted (with the reason) instead of a `running` that never moves.
+        self._stalled: dict[str, str] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -169,12 +174,15 @@ class JobRunner:
     async def resume(self, job_id: str) -> Job:
         if self.unavailable:
             raise JobsUnavailable(self.unavailable)
-        job = await self._call(self.store.get_job, job_id)
+        job = self._live(await self._call(self.store.get_job, job_id))
         if job.state not in (JobState.PAUSED, JobState.INTERRUPTED):
             raise JobConflict(f"job {job_id} is {job.state}; only a paused or interrupted job can be resumed")
+        if job_id in self._stalled:  # its items may still be marked running in jobs.db
+            await self._call(self.store.release_running_items, job_id)
         job = await self._call(
             self.store.update_job, job_id, state=JobState.QUEUED, message="queued to resume"
         )
+        self._stalled.pop(job_id, None)
         await self._event(job_id, "info", "resumed")
         self._wake.set()
         return job
@@ -216,6 +224,9 @@ class JobRunner:
 
     def _live(self, job: Job) -> Job:
         """The stored job with the rate and ETA only this process knows."""
+        if job.id in self._stalled and job.state is JobState.RUNNING:
+            reason = self._stalled[job.id]
+            return replace(job, state=JobState.INTERRUPTED, message=f"interrupted: {reason}", error=reason)
         active = self._active.get(job.id)
         rate = active.rate.rate() if active is not None else None
         if rate is None:
@@ -339,8 +350,23 @@ class JobRunner:
             verb = "cancelled" if active.stop_as is JobState.CANCELLED else "paused"
             await self._finish(job.id, active.stop_as, verb)
         except Exception as error:
+            if isinstance(storage := unwrap_group(error), StorageUnavailable):
+                await self._interrupt_for_storage(job.id, str(storage))
+                return
             incident = uuid.uuid4().hex[:8]
             log.exception("job %s failed (incident %s)", job.id, incident)
             await self._call(self.store.release_running_items, job.id)
             message = f"internal error (incident {incident}; see the server log): {type(error).__name__}"
             await self._finish(job.id, JobState.FAILED, "failed", message)
+
+    async def _interrupt_for_storage(self, job_id: str, reason: str) -> None:
+        """jobs.db could not be written under a running job (a full disk, a lock held too long):
+        the job waits as interrupted, naming the cause, and `resume` goes on once it is fixed; the
+        items it finished are kept. When even that state cannot be written, this process shows
+        it as interrupted (`_stalled`), and jobs.db still says `running`: a restart resumes it."""
+        log.error("job %s interrupted: %s", job_id, reason)
+        self._stalled[job_id] = reason
+        with contextlib.suppress(StorageUnavailable):
+            await self._call(self.store.release_running_items, job_id)
+            await self._finish(job_id, JobState.INTERRUPTED, f"interrupted: {reason}", reason)
+            self._stalled.pop(job_id, None)
