@@ -95,6 +95,11 @@ class Child:
             self.backoff_s,
         )
         self.backoff_s = min(self.backoff_s * 2, _BACKOFF_MAX_S)
+        # What is left of its group goes too: Triton's Python-backend stubs outlived a `kill -9`
+        # of Triton, each holding its model's memory, one more per restart.
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self._close_log()
         if self.on_exit:
             self.on_exit()
