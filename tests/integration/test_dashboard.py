@@ -276,7 +276,9 @@ def test_every_page_loads_clean_and_accessible(page: tuple[Page, Watch]) -> None
     browser_page.goto("/ui/settings")
     for secret in (STASH_KEY, STASHBOX_KEY, "not-the-key"):
         assert secret not in browser_page.content(), "a secret is shown"
-    key_row = browser_page.locator("#config tr", has_text="STASH_VISION_STASH_API_KEY")
+    # The row whose header is exactly the key's name (STASH_VISION_STASH_API_KEY_FILE is another row).
+    key_header = browser_page.get_by_role("rowheader", name="STASH_VISION_STASH_API_KEY", exact=True)
+    key_row = browser_page.locator("#config tr").filter(has=key_header)
     expect(key_row.locator("td")).to_have_text("••••••••")
     browser_page.get_by_role("button", name="Test connections").click()
     connections = browser_page.locator("#connections li")
