@@ -143,6 +143,8 @@ py.buildPythonApplication {
       jinja2
       # the `embedded` extra; its CUDA execution provider comes with `nixpkgs.config.cudaSupport`
       onnxruntime
+      # reduced-precision variants (bf16 on CPUs that have it): docs/precision.md
+      openvino
     ])
     ++ [
       voyager

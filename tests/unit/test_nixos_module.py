@@ -325,6 +325,7 @@ NIXPKGS_PYTHON_PACKAGES = [
     "httpx",
     "jinja2",
     "onnxruntime",
+    "openvino",  # pkgs/development/python-modules/openvino
     "torch",
     "onnx",
 ]
