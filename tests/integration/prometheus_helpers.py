@@ -43,7 +43,12 @@ def query(base: str, expression: str) -> list[dict[str, object]]:
         with urllib.request.urlopen(url, timeout=5) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as error:
-        body = json.loads(error.read() or b"{}")
+        try:
+            body = json.loads(error.read() or b"{}")
+        except ValueError:
+            # Not Prometheus' JSON error (e.g. a plain-text 503 while it starts): a transient
+            # failure, raised as the HTTPError (an OSError) that callers retry on.
+            raise error from None
         raise QueryRefused(f"{expression}: {body.get('errorType')}: {body.get('error')}") from None
     if body["status"] != "success":
         raise QueryRefused(f"{expression}: {body}")
