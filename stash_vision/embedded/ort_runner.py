@@ -21,6 +21,7 @@ import numpy.typing as npt
 from stash_vision.embedded.device_report import REPORT_PARAMETER, write_report
 from stash_vision.embedded.ort_session import ProviderRequest, open_session
 from stash_vision.precision.openvino_runtime import (
+    FP32_FROM_PARAMETER,
     PRECISION_PARAMETER,
     RUNTIME,
     RUNTIME_PARAMETER,
@@ -93,6 +94,7 @@ class TritonPythonModel:
                 [t["name"] for t in config["output"]],
                 int(parameters.get("intra_op_threads", "1")),
                 parameters[PRECISION_PARAMETER],
+                parameters.get(FP32_FROM_PARAMETER, ""),
             )
         else:
             self.runner = OnnxRuntimeRunner(

@@ -64,14 +64,14 @@ def calibration_images(folder: Path) -> list[BgrImage]:
 
 
 def run_all(
-    onnx_path: Path, feeds: Sequence[Feed], threads: int, openvino_precision: str = ""
+    onnx_path: Path, feeds: Sequence[Feed], threads: int, openvino_precision: str = "", fp32_from: str = ""
 ) -> tuple[list[Outputs], float]:
-    """Every feed through one ONNX Runtime session (or OpenVINO at `openvino_precision`); the
-    outputs and the seconds they took."""
+    """Every feed through one ONNX Runtime session (or OpenVINO at `openvino_precision`, its head
+    from `fp32_from` in fp32); the outputs and the seconds they took."""
     import onnxruntime as ort
 
     if openvino_precision:
-        return openvino_runtime.run_each(onnx_path, feeds, threads, openvino_precision)
+        return openvino_runtime.run_each(onnx_path, feeds, threads, openvino_precision, fp32_from)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -28,6 +28,8 @@ class VariantRecord(BaseModel):
     # Which runtime runs it: ONNX Runtime, or OpenVINO at `inference_precision` (openvino_runtime.py).
     runtime: str = "onnxruntime"
     inference_precision: str = ""
+    # An OpenVINO variant whose classifier head, from this tensor on, runs in fp32 (classifier_head.py).
+    fp32_from: str = ""
     # CPU flags the variant needs to be fast, each `a|b` meaning one of them (cpu_features.py).
     needs: list[str] = Field(default_factory=list)
     passed: bool

@@ -23,7 +23,12 @@ from stash_vision.catalog.entries import CatalogEntry
 from stash_vision.catalog.fetcher import sha256_of
 from stash_vision.precision.cpu_features import cpu_flags, missing_for
 from stash_vision.precision.manifest import Target, VariantRecord, precision_dir, read_manifest
-from stash_vision.precision.openvino_runtime import PRECISION_PARAMETER, RUNTIME, RUNTIME_PARAMETER
+from stash_vision.precision.openvino_runtime import (
+    FP32_FROM_PARAMETER,
+    PRECISION_PARAMETER,
+    RUNTIME,
+    RUNTIME_PARAMETER,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class Choice:
     # "onnxruntime", or "openvino" running `path` at `inference_precision`.
     runtime: str = "onnxruntime"
     inference_precision: str = ""
+    fp32_from: str = ""  # an OpenVINO variant's classifier head in fp32 from this tensor
 
 
 def choose(
@@ -106,7 +112,7 @@ def choose(
             entry.name,
         )
         return Choice(FP32, fp32, f"{best.name} variant failed its checksum: refused, rebuild it")
-    return Choice(best.name, path, best.summary(), best.runtime, best.inference_precision)
+    return Choice(best.name, path, best.summary(), best.runtime, best.inference_precision, best.fp32_from)
 
 
 def served_choice(
@@ -127,6 +133,8 @@ def add_runtime_parameters(config_path: Path, choice: Choice) -> None:
     config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
     config.parameters[RUNTIME_PARAMETER].string_value = RUNTIME
     config.parameters[PRECISION_PARAMETER].string_value = choice.inference_precision
+    if choice.fp32_from:
+        config.parameters[FP32_FROM_PARAMETER].string_value = choice.fp32_from
     config_path.write_text(text_format.MessageToString(config))
 
 
