@@ -4,6 +4,7 @@ records the geometry so detections can be mapped back to source pixels."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 import cv2
@@ -28,6 +29,13 @@ class Geometry:
     input_height: int
 
 
+# An image at least twice the target size is first shrunk by an integer factor with Pillow's box
+# reduce(), leaving the bicubic at most 2x to do: a 14 MP photo fits in a third of the time.
+# Images under twice the target are resized exactly as before. Measured against the exact resize
+# (docs/preprocessing-speed.md): fitted pixels differ by at most 11/255 (mean 0.25) and the
+# skier233 stand-in's confidences by at most 0.0035, within the 0.01 its golden answers allow.
+_REDUCING_GAP = 2.0
+
 _CV2_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 
 
@@ -37,7 +45,9 @@ def _resize(image: BgrImage, width: int, height: int, interpolation: str = "auto
     if interpolation == "cubic_antialias":
         # Pillow's bicubic filters over the whole source footprint when shrinking, as torchvision's
         # antialiased Resize does; OpenCV's INTER_CUBIC samples 4x4 pixels and aliases.
-        resized = Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC)
+        resized = Image.fromarray(image).resize(
+            (width, height), Image.Resampling.BICUBIC, reducing_gap=_REDUCING_GAP
+        )
         return np.asarray(resized)
     if interpolation == "auto":
         # INTER_AREA avoids aliasing when shrinking a lot (big photos to 224/320/640).
@@ -75,15 +85,37 @@ def fit(image: BgrImage, contract: InputContract) -> tuple[BgrImage, Geometry]:
 
 def to_tensor(fitted: BgrImage, contract: InputContract) -> FloatTensor:
     """Colour order, scaling, mean/std and layout: float32, without a batch dimension."""
-    pixels = cv2.cvtColor(fitted, cv2.COLOR_BGR2RGB) if contract.color_order == "RGB" else fitted
-    # (x * scale - mean) / std folded into one multiply-add per channel.
-    std = np.asarray(contract.std, np.float32)
-    gain = np.float32(contract.scale) / std
-    bias = np.asarray(contract.mean, np.float32) / std
-    tensor = pixels.astype(np.float32) * gain - bias
-    if contract.layout == "NCHW":
-        tensor = tensor.transpose(2, 0, 1)
-    return np.ascontiguousarray(tensor)
+    tables = _channel_tables(contract.scale, contract.mean, contract.std)
+    planes = cv2.split(fitted)  # B, G, R
+    if contract.color_order == "RGB":
+        planes = planes[::-1]
+    if contract.layout == "NHWC":
+        return cast(
+            FloatTensor,
+            cv2.merge([cv2.LUT(plane, table) for plane, table in zip(planes, tables, strict=True)]),
+        )
+    height, width = fitted.shape[:2]
+    tensor = np.empty((3, height, width), np.float32)
+    for plane, table, channel in zip(planes, tables, tensor, strict=True):
+        # Written in place: each channel of a C-contiguous CHW array is itself contiguous.
+        cv2.LUT(plane, table, dst=channel)
+    return tensor
+
+
+@lru_cache(maxsize=64)
+def _channel_tables(
+    scale: float, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> FloatTensor:
+    """Per channel (the model's order), the float32 input value of each of the 256 pixel values:
+    (x * scale - mean) / std folded into x * gain - bias, the same two float32 operations per
+    value as computing it per pixel, so the tensor is bit-identical at a tenth of the cost."""
+    std_ = np.asarray(std, np.float32)
+    gain = np.float32(scale) / std_
+    bias = np.asarray(mean, np.float32) / std_
+    levels = np.arange(256, dtype=np.float32)
+    tables = cast(FloatTensor, levels[np.newaxis, :] * gain[:, np.newaxis] - bias[:, np.newaxis])
+    tables.flags.writeable = False  # shared by every call through the cache
+    return tables
 
 
 def preprocess(image: BgrImage, contract: InputContract) -> tuple[FloatTensor, Geometry]:
