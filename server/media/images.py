@@ -86,7 +86,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:
             f"image is {width}x{height} ({width * height / 1e6:.0f} MP), above the "
             f"{limits.max_pixels / 1e6:.0f} MP limit (STASH_VISION_MAX_IMAGE_PIXELS)"
         )
-    if header.format == "JPEG" and not data.rstrip(b"\x00").endswith(_JPEG_END):
+    if header.format == "JPEG" and not _ends_its_scan(data):
         _refuse_if_truncated(header)
 
     image: BgrImage | None = None
@@ -97,10 +97,29 @@ def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:
     return image
 
 
+def _ends_its_scan(data: bytes) -> bool:
+    """Whether the JPEG's own end marker is there: at the very end, or before a trailer (motion
+    photos append a video, Samsung a SEFT block). It is looked for only after the header segments
+    (walked by their lengths up to the first start-of-scan), since an EXIF thumbnail among them has
+    an end marker of its own, while compressed scan data never holds one (0xFF is stuffed there).
+    Finding it spares a trailer-carrying photo a second, full decode just to rule out truncation."""
+    if data.rstrip(b"\x00").endswith(_JPEG_END):
+        return True
+    position = 2  # after the start-of-image marker
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+        elif marker == 0xDA:
+            return data.find(_JPEG_END, position) != -1
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return False  # malformed headers: the full decode decides
+
+
 def _refuse_if_truncated(header: Image.Image) -> None:
-    """A JPEG that does not end with its end marker is either cut short or carries a trailer after
-    the image (motion photos append a video). Only a full decode tells them apart; it is rare, so
-    the cost is paid only then."""
+    """A JPEG without its end marker is cut short, or its headers are malformed; only a full decode
+    tells. It is rare, so the cost is paid only then."""
     try:
         header.load()
     except OSError:
