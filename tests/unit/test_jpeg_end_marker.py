@@ -5,7 +5,6 @@ segment (an EXIF thumbnail) carries an end marker of its own."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +13,15 @@ from PIL import Image
 from stash_vision.server.errors import InvalidInput
 from stash_vision.server.media import images
 from stash_vision.server.media.images import ImageLimits, decode_image
+from tests.conftest import shared_file
 
 LIMITS = ImageLimits(max_pixels=100_000_000, max_file_bytes=256 * 1024 * 1024)
 TRAILER = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4
 
 
 @pytest.fixture
-def real_jpeg(shared: Path) -> bytes:
-    path = shared / "testdata" / "images" / "building.jpg"
-    if not path.is_file():
-        pytest.fail(f"shared test image missing: {path} (set STASH_VISION_SHARED_DIR)", pytrace=False)
-    return path.read_bytes()
+def real_jpeg() -> bytes:
+    return shared_file("testdata/images/building.jpg").read_bytes()
 
 
 @pytest.fixture

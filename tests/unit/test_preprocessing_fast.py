@@ -18,6 +18,7 @@ from stash_vision.server.media.images import ImageLimits, decode_image
 from stash_vision.server.preprocessing import fit, to_tensor
 from tests.conftest import shared_file
 from tests.preprocessing_reference import exact_cubic_antialias, reference_to_tensor
+from tests.unit.test_preprocessing import contract as plain_contract
 
 LIMITS = ImageLimits(10**8, 1 << 28)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -33,20 +34,18 @@ def contract(
     height: int = 512,
     **extra: object,
 ) -> InputContract:
-    return InputContract.model_validate(
-        {
-            "tensor": "x",
-            "layout": layout,
-            "color_order": color_order,
-            "width": width,
-            "height": height,
-            "resize": resize,
-            "interpolation": interpolation,
-            "scale": 1 / 255,
-            "mean": CLIP_MEAN,
-            "std": CLIP_STD,
-            **extra,
-        }
+    """A contract with the skier233 models' scaling and CLIP mean/std."""
+    return plain_contract(
+        width,
+        height,
+        resize,
+        layout,
+        color_order,
+        interpolation=interpolation,
+        scale=1 / 255,
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+        **extra,
     )
 
 
