@@ -17,7 +17,6 @@ docs/preprocessing-speed.md."""
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import time
@@ -29,8 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 import PIL
-from PIL import Image
 
+from bench import original_path
 from bench.toolkit.results import fmt, rounded, run_fields, shared_dir, write_result
 from stash_vision.catalog.entries import InputContract, ResizeMode
 from stash_vision.server.arrays import BgrImage, FloatTensor
@@ -71,21 +70,14 @@ class Side:
     tensor: Callable[[Any], FloatTensor]
 
 
-def _original_tensor(rgb: Image.Image) -> FloatTensor:
-    """The original's [0, 1] scaling and CLIP normalisation in float (bench/original_path.py)."""
-    pixels = np.asarray(rgb, np.float32)
-    mean, std = np.asarray(STANDIN_INPUT.mean, np.float32), np.asarray(STANDIN_INPUT.std, np.float32)
-    return np.ascontiguousarray(((pixels / 255.0 - mean) / std).transpose(2, 0, 1))
-
-
 SIDES = {
-    # The original server's path as bench/original_path.py reproduces it on the CPU: Pillow
-    # decodes to RGB (torchvision's decoder is not installable here), Pillow's bicubic, float math.
+    # The original server's path as bench/original_path.py reproduces it on the CPU: libjpeg-turbo
+    # decode to RGB, torchvision's antialiased bicubic on uint8 (torch's interpolate), float math.
     "original": Side(
-        decode=lambda data: Image.open(io.BytesIO(data)).convert("RGB"),
-        from_frame=lambda frame: Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)),
-        fit=lambda rgb: rgb.resize((STANDIN_INPUT.width, STANDIN_INPUT.height), Image.Resampling.BICUBIC),
-        tensor=_original_tensor,
+        decode=original_path.decode_rgb,
+        from_frame=lambda frame: np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)),
+        fit=original_path.resize,
+        tensor=original_path.normalise,
     ),
     "old": Side(
         decode=lambda data: decode_image(data, LIMITS),

@@ -4,7 +4,9 @@ stand-in (TorchScript ResNet-18 @512, 10 tags) that the original server was meas
 One run:
 
 1. imports the stand-in package into a throw-away data directory (TorchScript -> ONNX, the
-   importer a user runs) and cycles the shared test photos to `--images` real paths;
+   importer a user runs), derives its precision variants on ../shared/testdata (so the stack
+   serves what STASH_VISION_PRECISION, default auto, chooses here; `--stack-env
+   STASH_VISION_PRECISION=fp32` for fp32) and cycles the shared test photos to `--images` paths;
 2. in-process baselines on those paths, before the stack starts (nothing else of ours runs):
    decode (`decode_image` on the file bytes) + `preprocess` with the imported input contract +
    ONNX Runtime on the imported ONNX file, batch 8, intra-op threads = cores, sequentially; then
@@ -59,8 +61,8 @@ from bench.toolkit.stack import (
     what_if,
     work_dir,
 )
+from bench.toolkit.standin import import_with_variants
 from stash_vision.catalog.entries import CatalogEntry
-from stash_vision.catalog.importers import import_skier233
 from stash_vision.server.media.images import ImageLimits, decode_image
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.settings import Settings
@@ -519,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             background = outside_cores()
             print(f"background load before the run: {background:.2f} of {cores} cores", flush=True)
             print(f"importing {package} into {data_dir}", flush=True)
-            entry = import_skier233(package, data_dir / "model_repository", data_dir / "models")
+            entry = import_with_variants(package, data_dir, shared)
             onnx_path = entry.weights_path(data_dir / "models")
             print(
                 f"  {entry.name}: {entry.input.width}x{entry.input.height}, {entry.input.interpolation}",

@@ -10,7 +10,8 @@ One run:
    transforms (High profile), x264 `ultrafast` search otherwise (generation time is reported,
    never measured);
 2. imports the stand-in package into a throw-away data directory (TorchScript -> ONNX, the
-   importer a user runs) and starts `stash-vision serve` serving only that tagger on free loopback
+   importer a user runs) and derives its precision variants on ../shared/testdata (the stack
+   serves what STASH_VISION_PRECISION, default auto, chooses here) and starts `stash-vision serve` serving only that tagger on free loopback
    ports (tests/stack.py);
 3. memory: one request each for the 1-minute and the 10-minute file, first after a warm-up (so no
    wider phase has raised the high-water marks yet), while VmRSS of every process of the stack is
@@ -70,8 +71,8 @@ from bench.toolkit.stack import (
     what_if,
     work_dir,
 )
+from bench.toolkit.standin import import_with_variants
 from stash_vision.catalog.entries import InputContract
-from stash_vision.catalog.importers import import_skier233
 from stash_vision.server.media import video
 from stash_vision.server.preprocessing import preprocess
 from stash_vision.settings import Settings
@@ -731,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_quiet = quiet.wait("setup")
             print(f"importing {package} into {data_dir}", flush=True)
             t0 = time.perf_counter()
-            entry = import_skier233(package, data_dir / "model_repository", data_dir / "models")
+            entry = import_with_variants(package, data_dir, shared)
             import_s = time.perf_counter() - t0
             session = ort_session(entry.weights_path(data_dir / "models"), cores)
             warm = np.zeros((BATCH, 3, entry.input.height, entry.input.width), np.float32)

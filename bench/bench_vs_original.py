@@ -38,10 +38,8 @@ from bench.original_path import AutocastModel, OriginalRun, image_tensors, run_p
 from bench.toolkit.http import httpx
 from bench.toolkit.results import rounded, run_fields, shared_dir, write_result
 from bench.toolkit.stack import failed, start_stack, work_dir
-from stash_vision.catalog.entries import Catalog, CatalogEntry
-from stash_vision.catalog.importers import import_skier233
+from bench.toolkit.standin import import_with_variants
 from stash_vision.precision.selection import Precision, choose
-from stash_vision.precision.variants import derive_variants
 
 MODEL = "vivid_galaxy_standin"
 TARGET_IMAGES = 1.5
@@ -62,20 +60,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     return parser.parse_args(argv)
-
-
-def prepare(data_dir: Path, shared: Path) -> CatalogEntry:
-    import_skier233(
-        shared / "models" / "skier233-standin" / f"{MODEL}.yaml",
-        data_dir / "model_repository",
-        data_dir / "models",
-    )
-    catalog = Catalog.load(extra=[data_dir / "model_repository"])
-    entries = {name: catalog.get(name) for name in catalog.names()}
-    manifest = derive_variants(entries[MODEL], data_dir / "models", shared / "testdata", entries)
-    for variant in manifest.variants:
-        print(f"  {variant.summary()}", flush=True)
-    return entries[MODEL]
 
 
 async def stack_images(url: str, paths: list[Path]) -> float:
@@ -146,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     with work_dir("stash-vision-bench-vs-original-", args.keep) as work:
         try:
             print(f"importing the stand-in and deriving its variants under {work}", flush=True)
-            entry = prepare(work / "data", shared)
+            package = shared / "models" / "skier233-standin" / f"{MODEL}.yaml"
+            entry = import_with_variants(package, work / "data", shared)
             served = {p: choose(entry, work / "data" / "models", Precision(p)) for p in settings}
             for precision, choice in served.items():
                 print(f"  {precision} serves {choice.variant}: {choice.reason}", flush=True)
@@ -176,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'met' if r['met'] else 'MISSED'}"
             )
     print(
-        "(original: its compute path in-process, Pillow decode and resize, PyAV decode of every frame, "
-        "TorchScript under autocast bf16, batch 1: bench/original_path.py)"
+        "(original: its compute path in-process: OpenCV decode, torch's antialiased bicubic on uint8 "
+        "(torchvision's Resize), PyAV decode of every frame, TorchScript under autocast bf16, batch 1: "
+        "bench/original_path.py)"
     )
     result = {
         **run_fields("bench.bench_vs_original", argv or sys.argv[1:], started),

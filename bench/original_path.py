@@ -13,11 +13,13 @@ What the original (skier233 nsfw_ai_model_server 3.2.1) does on a CPU, from
   keeps every step-th (step = round(fps x frame_interval)), each kept frame becomes RGB, then the
   same resize, normalisation and model.
 
-Two substitutions, both in the original's favour or neutral, said where the figures are printed:
-torchvision's decoder and resize are replaced by Pillow's (the original's own path on ROCm; the
-CPU wheel of torchvision cannot be installed from PyPI, whose Linux build needs CUDA's torch), and
-FFmpeg's CLI by PyAV (the same libavcodec, threads on, every frame decoded). The [0, 1] scaling
-and normalisation run in fp32, not fp16 (cheaper on a CPU without fp16 arithmetic)."""
+The resize is torchvision's: its Resize on a uint8 tensor is torch's own
+`interpolate(mode="bicubic", antialias=True)`, called here directly (torchvision itself cannot be
+installed from PyPI beside the CPU build of torch: its Linux wheel needs CUDA's). Substitutions,
+neutral or in the original's favour, said where the figures are printed: JPEG and PNG decoding by
+OpenCV (libjpeg-turbo and libpng, as torchvision's decode_image uses), FFmpeg's CLI by PyAV (the
+same libavcodec, threads on, every frame decoded), and the [0, 1] scaling and normalisation in
+fp32 instead of fp16 (cheaper on a CPU without fp16 arithmetic)."""
 
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -61,17 +63,34 @@ class OriginalRun:
         }
 
 
-def to_tensor(rgb: Image.Image) -> npt.NDArray[np.float32]:
-    """Bicubic with antialias to SIZE x SIZE, [0, 1], CLIP mean/std, CHW."""
-    resized = np.asarray(rgb.resize((SIZE, SIZE), Image.Resampling.BICUBIC), np.float32)
-    normalised = (resized / 255.0 - CLIP_MEAN) / CLIP_STD
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+def decode_rgb(data: bytes) -> npt.NDArray[np.uint8]:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
+
+
+def resize(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """torchvision's Resize((SIZE, SIZE), BICUBIC, antialias=True) on the uint8 HWC picture."""
+    import torch
+    from torch.nn.functional import interpolate
+
+    pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    resized = interpolate(pixels, size=(SIZE, SIZE), mode="bicubic", antialias=True, align_corners=False)
+    return np.asarray(resized[0].permute(1, 2, 0).numpy(), np.uint8)
+
+
+def normalise(resized: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """[0, 1] and CLIP mean/std, CHW float32."""
+    scaled = resized.astype(np.float32) / 255.0
+    return np.ascontiguousarray(((scaled - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1))
+
+
+def to_tensor(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    return normalise(resize(rgb))
 
 
 def image_tensors(paths: list[Path]) -> Iterator[npt.NDArray[np.float32]]:
     for path in paths:
-        with Image.open(path) as image:
-            yield to_tensor(image.convert("RGB"))
+        yield to_tensor(decode_rgb(path.read_bytes()))
 
 
 def video_tensors(path: Path, frame_interval: float) -> Iterator[npt.NDArray[np.float32]]:
@@ -82,7 +101,7 @@ def video_tensors(path: Path, frame_interval: float) -> Iterator[npt.NDArray[np.
         step = max(1, round(fps * frame_interval))
         for index, frame in enumerate(container.decode(stream)):
             if index % step == 0:
-                yield to_tensor(frame.to_image())
+                yield to_tensor(frame.to_ndarray(format="rgb24"))
 
 
 class AutocastModel:
