@@ -446,7 +446,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, st
     parser.add_argument("--images", type=int, default=320, help="paths per request (the plugin sends 320)")
     parser.add_argument("--concurrency", default="1,4", help="comma-separated numbers of requests in flight")
     add_stack_options(parser, ("ort_threads", "decode_threads"))
-    add_what_if_options(parser, ("max_batch", "ort_arena", "per_request_in_flight", "global_in_flight"))
+    add_what_if_options(
+        parser, ("max_batch", "instances", "ort_arena", "per_request_in_flight", "global_in_flight")
+    )
     parser.add_argument("--no-inprocess", action="store_true", help="skip both in-process baselines")
     parser.add_argument("--no-torch", action="store_true", help="skip the TorchScript baseline")
     parser.add_argument(
