@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for variant, row in rows[name]["variants"].items():
                     speed = f"{row['speedup']:.2f}x fp32" if row["speedup"] else "not timed on this CPU"
-                    verdict = "passed" if row["passed"] else f"refused: {row['reason']}"
+                    refused = "refused" if row["agreement"] else "not usable"
+                    verdict = "passed" if row["passed"] else f"{refused}: {row['reason']}"
                     print(f"  {variant} ({row['target']}): {speed}; {verdict}", flush=True)
             stack = None
             if args.stack and STANDIN in names:

@@ -42,7 +42,9 @@ class VariantRecord(BaseModel):
 
     def summary(self) -> str:
         figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(self.agreement.items()))
-        verdict = "passed" if self.passed else f"refused: {self.reason}"
+        verdict = (
+            "passed" if self.passed else f"{'refused' if self.agreement else 'not usable'}: {self.reason}"
+        )
         speed = f", {self.images_per_s:.1f} images/s" if self.images_per_s else ""
         return f"{self.name} {verdict}" + (f" ({figures}{speed})" if figures or speed else "")
 

@@ -82,7 +82,9 @@ def choose(
         if variant.target is not target or (variant.runtime == RUNTIME and not openvino):
             continue
         if not variant.passed:
-            reasons.append(f"{variant.name} refused by the accuracy guard: {variant.reason}")
+            # No figures: never judged (not built, or not applicable to this model's graph).
+            verdict = "refused by the accuracy guard" if variant.agreement else "not usable"
+            reasons.append(f"{variant.name} {verdict}: {variant.reason}")
             continue
         lacking = missing_for(variant.needs, flags) if target is Target.CPU else None
         if lacking and precision is Precision.AUTO:

@@ -110,3 +110,29 @@ def test_the_derived_config_carries_the_cut(tmp_path: Path) -> None:
     assert parsed.parameters["runtime"].string_value == "openvino"
     assert parsed.parameters["inference_precision"].string_value == "bf16"
     assert parsed.parameters["fp32_from"].string_value == "features"
+
+
+def test_a_model_without_a_head_says_the_variant_is_not_usable_not_refused(tmp_path: Path) -> None:
+    from stash_vision.catalog.entries import Catalog
+    from stash_vision.precision.manifest import read_manifest
+    from stash_vision.precision.selection import Precision, choose
+    from stash_vision.precision.variants import OpenVino, derive_variants
+    from tests.conftest import shared_dir
+
+    entry = Catalog.load().get("scrfd_500m")
+    models_dir = tmp_path / "models"
+    weights = entry.weights_path(models_dir)
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(shared_file("models/face_detection/scrfd_500m_bnkps.onnx").read_bytes())
+    head = OpenVino("openvino-bf16-fp32-head", "bf16", fp32_head=True)
+    derive_variants(entry, models_dir, shared_dir() / "testdata" / "images", {entry.name: entry}, 1, [head])
+    manifest = read_manifest(entry, models_dir)
+    assert manifest is not None
+    (variant,) = manifest.variants
+    assert not variant.passed and variant.agreement == {} and variant.fp32_from == ""
+    assert variant.summary() == (
+        "openvino-bf16-fp32-head not usable: the model does not end in a classifier head "
+        "(a final Gemm or MatMul) to keep in fp32"
+    )
+    reason = choose(entry, models_dir, Precision.REDUCED, flags=frozenset({"avx512_bf16"})).reason
+    assert reason.startswith("openvino-bf16-fp32-head not usable: the model does not end")
