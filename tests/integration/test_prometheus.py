@@ -5,6 +5,7 @@ query API."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,18 +28,27 @@ def test_triton_inference_count_reaches_prometheus(stack: Stack, tmp_path: Path)
             infer(stub, "open_nsfw", data=data)
 
         deadline = time.monotonic() + 60
-        count = 0.0
-        while time.monotonic() < deadline:
-            try:
-                result = query(base, 'nv_inference_count{model="open_nsfw"}')
-                count = max((float(r["value"][1]) for r in result), default=0.0)  # type: ignore[index]
-            except OSError:
-                count = 0.0
-            if count >= 5:
-                break
-            time.sleep(1)
+        count = _polled(base, 'nv_inference_count{model="open_nsfw"}', deadline, lambda v: v >= 5)
         log = prometheus.log_tail()
         assert count >= 5, f"nv_inference_count never reached Prometheus; its log:\n{log}"
-        # The service's own metrics are scraped too.
-        assert query(base, 'up{job="stash-vision-server"}')[0]["value"][1] == "1"  # type: ignore[index]
-        assert query(base, 'up{job="stash-vision-adapter"}')[0]["value"][1] == "1"  # type: ignore[index]
+        # The service's own metrics are scraped too. Each target is scraped on its own schedule, so
+        # Triton's may be in while the adapter's first scrape has not happened yet: wait for each.
+        for job in ("stash-vision-server", "stash-vision-adapter"):
+            up = _polled(base, f'up{{job="{job}"}}', deadline, lambda v: v == 1)
+            assert up == 1, f"{job} never scraped up; Prometheus' log:\n{prometheus.log_tail()}"
+
+
+def _polled(base: str, promql: str, deadline: float, done: Callable[[float], bool]) -> float:
+    """The largest value `promql` returns, polled every second until `done` or the deadline; 0 while
+    Prometheus has nothing for it (no scrape yet) or answers an error (still starting)."""
+    value = 0.0
+    while time.monotonic() < deadline:
+        try:
+            result = query(base, promql)
+            value = max((float(r["value"][1]) for r in result), default=0.0)  # type: ignore[index]
+        except OSError:
+            value = 0.0
+        if done(value):
+            break
+        time.sleep(1)
+    return value
