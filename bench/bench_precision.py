@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                         for v in manifest.variants
                     },
                 }
-                for variant, row in rows[name]["variants"].items():
+                for v in manifest.variants:
+                    row = rows[name]["variants"][v.name]
                     speed = f"{row['speedup']:.2f}x fp32" if row["speedup"] else "not timed on this CPU"
-                    refused = "refused" if row["agreement"] else "not usable"
-                    verdict = "passed" if row["passed"] else f"{refused}: {row['reason']}"
-                    print(f"  {variant} ({row['target']}): {speed}; {verdict}", flush=True)
+                    verdict = "passed" if v.passed else f"{v.refusal}: {v.reason}"
+                    print(f"  {v.name} ({row['target']}): {speed}; {verdict}", flush=True)
             stack = None
             if args.stack and STANDIN in names:
                 stack = through_the_stack(work, shared, entries[STANDIN], args)

@@ -40,11 +40,15 @@ class VariantRecord(BaseModel):
     # Measured in-process at derive time, batch of the calibration images, same ORT threads.
     images_per_s: float = 0.0
 
+    @property
+    def refusal(self) -> str:
+        """How a variant that did not pass is described: refused by the guard when the guard
+        judged it (it has figures), else not usable (not applicable to the graph, or not built)."""
+        return "refused" if self.agreement else "not usable"
+
     def summary(self) -> str:
         figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(self.agreement.items()))
-        verdict = (
-            "passed" if self.passed else f"{'refused' if self.agreement else 'not usable'}: {self.reason}"
-        )
+        verdict = "passed" if self.passed else f"{self.refusal}: {self.reason}"
         speed = f", {self.images_per_s:.1f} images/s" if self.images_per_s else ""
         return f"{self.name} {verdict}" + (f" ({figures}{speed})" if figures or speed else "")
 

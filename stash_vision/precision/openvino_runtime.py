@@ -106,7 +106,7 @@ class CompiledVariant:
             stages = [core.compile_model(str(onnx_path), "CPU", _config(threads, inference_precision))]
         self.requests = [stage.create_infer_request() for stage in stages]
         self.fp32_from = fp32_from
-        self.outputs = {name: output for output in stages[-1].outputs for name in output.get_names()}
+        self.outputs = list(stages[-1].outputs)
 
     def infer(self, feeds: Arrays) -> Arrays:
         self.requests[0].infer(feeds)
@@ -114,7 +114,11 @@ class CompiledVariant:
             features = self.requests[0].get_output_tensor(0).data
             self.requests[1].infer({self.fp32_from: features})
         last = self.requests[-1]
-        return {name: np.array(last.get_tensor(output).data) for name, output in self.outputs.items()}
+        answers: Arrays = {}
+        for output in self.outputs:
+            copied = np.array(last.get_tensor(output).data)  # once per output, whatever its names
+            answers.update(dict.fromkeys(output.get_names(), copied))
+        return answers
 
 
 class OpenVinoRunner:

@@ -82,8 +82,7 @@ def choose(
         if variant.target is not target or (variant.runtime == RUNTIME and not openvino):
             continue
         if not variant.passed:
-            # No figures: never judged (not built, or not applicable to this model's graph).
-            verdict = "refused by the accuracy guard" if variant.agreement else "not usable"
+            verdict = "refused by the accuracy guard" if variant.refusal == "refused" else variant.refusal
             reasons.append(f"{variant.name} {verdict}: {variant.reason}")
             continue
         lacking = missing_for(variant.needs, flags) if target is Target.CPU else None
